@@ -1,0 +1,108 @@
+"""Shared defaults: the SpiralNet method exactly as SPEC.md pins it down.
+
+Every other config file derives from `get_config()` here and changes only what differs.
+This file is not meant to be trained directly; see configs/spiral.py, unet.py, demo.py.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default configuration (thesis numbers, full BBBC039)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Which stages train.py trains, in order.
+  config.stages = ("scorer", "segmenter")
+
+  # --- data -----------------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  # "bbbc039": the full data set from data_dir (else $SPIRALNET_BBBC039_DIR);
+  # "sample": the BBBC039 fields bundled with the package; "tfds": the TFDS builder;
+  # "synthetic": generated nuclei (tests, tiny configs).
+  config.data.source = "bbbc039"
+  config.data.data_dir = ""
+  config.data.tfds_data_dir = ""
+  config.data.train_split = "training"
+  config.data.eval_splits = ("validation", "test")
+  # Synthetic data (source == "synthetic").
+  config.data.synthetic_num_train = 8
+  config.data.synthetic_num_eval = 4
+  config.data.synthetic_shape = (128, 160)
+  # Limit the number of images per split (0 = all); used by demo/CPU configs.
+  config.data.max_images = 0
+
+  # --- Stage 1: regions -------------------------------------------------------------------
+  config.regions = ml_collections.ConfigDict()
+  config.regions.height = 52
+  config.regions.width = 58
+  config.regions.stride = 16
+  config.regions.pad = 28
+  config.regions.score_window = 5  # c in thesis formula (2).
+
+  # --- Stage 1: scorer ----------------------------------------------------------------------
+  config.scorer = ml_collections.ConfigDict()
+  config.scorer.hidden = 128
+  config.scorer.threshold = 0.4
+  config.scorer.learning_rate = 1e-4
+  config.scorer.epochs = 100
+  config.scorer.batch_size = 256
+
+  # --- Stage 2: segmenter -------------------------------------------------------------------
+  config.segmenter = ml_collections.ConfigDict()
+  config.segmenter.update_size = 8  # n: the n x n block written per spiral step.
+  config.segmenter.branch_features = 32  # image and mask branches.
+  config.segmenter.features = 64  # concat conv and skip-module output.
+  config.segmenter.skip_features = 32  # first conv of a skip module.
+  config.segmenter.num_skip_modules = 2  # K.
+  config.segmenter.step = "cropped"  # "cropped" (exact receptive field) or "full_fov".
+  config.segmenter.loss = "final"  # "final" (BCE on final mask) or "per_step" (FFN-style).
+  config.segmenter.remat = True  # jax.checkpoint each spiral step in the "final" loss.
+  # Use the custom-VJP convolution whose backward pass avoids XLA:CPU's slow path inside
+  # scan ("auto": on CPU only).
+  config.segmenter.cpu_conv_vjp = "auto"
+  config.segmenter.train_regions = "label"  # select training regions by "label" or "scorer".
+  config.segmenter.learning_rate = 1e-4
+  config.segmenter.epochs = 100
+  config.segmenter.batch_size = 32
+  config.segmenter.dtype = "float32"
+
+  # --- continuation and assembly -------------------------------------------------------------
+  config.continuation = ml_collections.ConfigDict()
+  config.continuation.enabled = True
+  config.continuation.max_moves = 4
+  config.continuation.threshold = 0.5  # central object = channel 0 > threshold.
+
+  config.assembly = ml_collections.ConfigDict()
+  config.assembly.threshold = 0.5
+  config.assembly.merge_iou = 0.5
+  config.assembly.merge_containment = 0.8
+  config.assembly.min_size = 15
+
+  # --- prediction ------------------------------------------------------------------------------
+  config.predict = ml_collections.ConfigDict()
+  config.predict.region_batch_size = 256  # regions per jitted segmenter call (bounds memory).
+  config.predict.shape_bucket = 128  # images are padded up to multiples of this for scoring.
+
+  # --- U-Net baseline ----------------------------------------------------------------------------
+  config.unet = ml_collections.ConfigDict()
+  config.unet.base_features = 64  # 64 ... 1024 over 4 levels.
+  config.unet.depth = 4
+  config.unet.learning_rate = 1e-5
+  config.unet.epochs = 100
+  config.unet.batch_size = 4
+  config.unet.crop_size = 0  # 0 = whole images; else random square crops of this size.
+  config.unet.threshold = 0.5
+
+  # --- training loop / logging ---------------------------------------------------------------------
+  config.train = ml_collections.ConfigDict()
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_epochs = 1
+  config.train.max_to_keep = 3
+  config.train.eval_every_epochs = 10
+  config.train.max_steps = 0  # > 0 stops each stage after this many steps (smoke tests).
+
+  # --- evaluation ---------------------------------------------------------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.splits = ("validation", "test")
+  config.eval.num_figures = 2
+  return config

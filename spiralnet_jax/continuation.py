@@ -1,0 +1,233 @@
+"""Objects that leave their region (thesis Fig. 16): move the region and keep segmenting.
+
+After a region is segmented, its central object is channel 0 > `threshold`. Where the object
+touches a region edge, a new region is placed so that its centre pixel lands on the middle of the
+object's pixels on that edge (their mean position, rounded); the segmenter runs there with the
+mask state seeded from the parent piece's prediction shifted into the new frame, and the result
+is added to the same object. An object leaving through several edges spreads breadth-first: each
+new piece may move on through the edges it touches except the one facing back to its parent; a
+move whose new centre falls inside the central area of a piece the object already has is
+skipped (it would only re-segment covered ground, and would ping-pong). Each object gets at most
+`max_moves` moves. Every round gathers all pending moves of all objects into one batch, padded to
+a multiple of `batch_size` so the (jitted) `segment_fn` always sees the same shape.
+
+Edge pixels outside the image are ignored: they belong to the reflect padding, and a mirrored
+object there is not part of the nucleus (assembly clips it anyway).
+
+All host-side NumPy, vectorised over pieces; the only Python loops are over rounds (≤ max_moves)
+and over fixed-size batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from spiralnet_jax import regions
+
+# segment_fn(regions (B, h, w) float32, init_mask (B, h, w, 3) float32) -> probs (B, h, w, 3).
+SegmentFn = Callable[[np.ndarray, np.ndarray], Any]
+
+# Edge order used throughout: top, bottom, left, right; `_OPPOSITE[e]` faces back across e.
+_TOP, _BOTTOM, _LEFT, _RIGHT = 0, 1, 2, 3
+_OPPOSITE = np.array([_BOTTOM, _TOP, _RIGHT, _LEFT])
+_NO_EDGE = -1
+
+
+class Pieces(NamedTuple):
+  """Segmented regions: where each sits, its central-object probability, which object it is."""
+
+  origins: np.ndarray  # (P, 2) int32 image coordinates of each region's top-left.
+  probs: np.ndarray  # (P, h, w) float32 central-object probability (or (P, h, w, 3) all three).
+  object_ids: np.ndarray  # (P,) int32 object each piece belongs to.
+
+
+def central_probs(probs: np.ndarray) -> np.ndarray:
+  """(P, h, w) float32 channel 0 of (P, h, w, 3) probabilities; (P, h, w) passes through."""
+  probs = np.asarray(probs, np.float32)
+  return probs[..., 0] if probs.ndim == 4 else probs
+
+
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+  """Rounds to the nearest integer, halves upwards (np.rint rounds halves to even)."""
+  return np.floor(x + 0.5).astype(np.int64)
+
+
+def edge_moves(central: np.ndarray, origins: np.ndarray, image_shape: tuple[int, int],
+               geom: regions.RegionGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Moves out of each piece through the edges its central object touches (inside the image).
+
+  Args:
+    central: (P, h, w) bool central-object masks.
+    origins: (P, 2) image coordinates of the regions' top-lefts.
+    image_shape: (H, W) of the image.
+    geom: the region geometry.
+
+  Returns:
+    touches (P, 4) bool (top, bottom, left, right), new_origins (P, 4, 2) int64 (meaningful
+    where `touches`), counts (P, 4) int64 object pixels on each edge.
+  """
+  h, w = geom.shape
+  cy, cx = geom.centre
+  origins = np.asarray(origins, np.int64)
+  rows = origins[:, :1] + np.arange(h)  # (P, h) image row of each region row.
+  cols = origins[:, 1:] + np.arange(w)  # (P, w)
+  row_in = (rows >= 0) & (rows < image_shape[0])
+  col_in = (cols >= 0) & (cols < image_shape[1])
+  # Horizontal edges run along columns, vertical ones along rows; an edge counts only if its
+  # own row (column) is inside the image.
+  horizontal = np.stack([central[:, 0, :] & row_in[:, :1], central[:, h - 1, :] & row_in[:, -1:]],
+                        axis=1) & col_in[:, None, :]  # (P, 2, w)
+  vertical = np.stack([central[:, :, 0] & col_in[:, :1], central[:, :, w - 1] & col_in[:, -1:]],
+                      axis=1) & row_in[:, None, :]  # (P, 2, h)
+  h_count = horizontal.sum(-1)
+  v_count = vertical.sum(-1)
+  h_mean = _round_half_up((horizontal * np.arange(w)).sum(-1) / np.maximum(h_count, 1))
+  v_mean = _round_half_up((vertical * np.arange(h)).sum(-1) / np.maximum(v_count, 1))
+  # New centre in the old region's coordinates: on the edge, at the mean position along it.
+  centre_y = np.concatenate([np.broadcast_to([0, h - 1], h_mean.shape), v_mean], axis=1)
+  centre_x = np.concatenate([h_mean, np.broadcast_to([0, w - 1], v_mean.shape)], axis=1)
+  new_origins = origins[:, None, :] + np.stack([centre_y - cy, centre_x - cx], axis=-1)
+  counts = np.concatenate([h_count, v_count], axis=1)
+  return counts > 0, new_origins, counts
+
+
+def shift_masks(probs: np.ndarray, delta: np.ndarray) -> np.ndarray:
+  """Re-frames (B, h, w, C) masks into regions moved by `delta` (B, 2); zeros off the overlap.
+
+  out[b, y, x] = probs[b, y + dy, x + dx] where that lies inside the old region, else 0.
+  """
+  b, h, w = probs.shape[:3]
+  ys = np.arange(h) + delta[:, :1]  # (B, h)
+  xs = np.arange(w) + delta[:, 1:]  # (B, w)
+  valid = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+  gathered = probs[np.arange(b)[:, None, None], np.clip(ys, 0, h - 1)[:, :, None],
+                   np.clip(xs, 0, w - 1)[:, None, :]]
+  return np.where(valid[..., None], gathered, 0).astype(np.float32)
+
+
+def crop_regions(padded: np.ndarray, pad: int, origins: np.ndarray,
+                 geom: regions.RegionGeometry) -> np.ndarray:
+  """(B, h, w) float32 regions of a `pad`-padded image at image-coordinate `origins` (B, 2)."""
+  origins = np.asarray(origins, np.int64).reshape(-1, 2) + pad
+  if origins.shape[0] == 0:  # The padded image may be smaller than one region.
+    return np.zeros((0,) + geom.shape, np.float32)
+  windows = sliding_window_view(padded, geom.shape)
+  return np.asarray(windows[origins[:, 0], origins[:, 1]], np.float32)
+
+
+def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.ndarray,
+                batch_size: int) -> np.ndarray:
+  """Runs `segment_fn` over fixed-size batches (the last one zero-padded); (B, h, w, 3)."""
+  n = region_batch.shape[0]
+  if n == 0:
+    return np.zeros(region_batch.shape + (3,), np.float32)
+  total = -(-n // batch_size) * batch_size
+  fill = [(0, total - n)]
+  region_batch = np.pad(region_batch, fill + [(0, 0)] * 2)
+  init_mask = np.pad(init_mask, fill + [(0, 0)] * 3)
+  # Dispatch every batch before reading any back, so host and device work overlap.
+  out = [segment_fn(region_batch[s:s + batch_size], init_mask[s:s + batch_size])
+         for s in range(0, total, batch_size)]
+  return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
+
+
+def _in_central_area(centres: np.ndarray, objects: np.ndarray, origins: np.ndarray,
+                     object_ids: np.ndarray, geom: regions.RegionGeometry) -> np.ndarray:
+  """(M,) whether each centre lies in the central half (per axis) of a same-object piece."""
+  h, w = geom.shape
+  lo = origins + np.array([h // 4, w // 4])  # (P, 2)
+  hi = origins + np.array([h - h // 4, w - w // 4])
+  inside = np.all((centres[:, None] >= lo[None]) & (centres[:, None] < hi[None]), axis=-1)
+  return np.any(inside & (objects[:, None] == object_ids[None]), axis=1)
+
+
+def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
+                     geom: regions.RegionGeometry, max_moves: int, threshold: float,
+                     batch_size: int) -> Pieces:
+  """Follows objects out of their regions; returns `first` plus all new pieces (channel 0).
+
+  Args:
+    segment_fn: (regions (B, h, w), init_mask (B, h, w, 3)) -> probs (B, h, w, 3), called with
+      B == batch_size only.
+    image: (H, W) normalised image.
+    first: the initial pieces. With (P, h, w, 3) probs, moves are seeded with all three
+      channels; with (P, h, w) central probabilities only, the seed carries channel 0 alone.
+    geom: the region geometry.
+    max_moves: most moves (new pieces) per object; also the number of rounds.
+    threshold: central object = channel 0 > threshold.
+    batch_size: the batch size `segment_fn` is compiled for.
+
+  Returns:
+    Pieces (origins, (P', h, w) central probabilities, object ids), `first` in front.
+  """
+  image = np.asarray(image, np.float32)
+  h, w = geom.shape
+  cy, cx = geom.centre
+  first_probs = np.asarray(first.probs, np.float32)
+  if first_probs.ndim == 3:
+    first_probs = np.concatenate([first_probs[..., None], np.zeros(first_probs.shape + (2,),
+                                                                   np.float32)], axis=-1)
+  all_origins = [np.asarray(first.origins, np.int64).reshape(-1, 2)]
+  all_ids = [np.asarray(first.object_ids, np.int64).reshape(-1)]
+  all_probs = [first_probs[..., 0]]
+  if max_moves <= 0 or all_ids[0].size == 0:
+    return _as_pieces(all_origins, all_probs, all_ids)
+
+  # Each move shifts a region by less than its size, so this padding keeps every region that
+  # `max_moves` rounds can reach inside the padded image.
+  reach = max_moves * max(h, w)
+  pad = int(max(0, -all_origins[0].min(), (all_origins[0] + [h, w] - image.shape).max()) + reach)
+  padded = regions.reflect_pad(image, pad)
+
+  unique_ids, object_index = np.unique(all_ids[0], return_inverse=True)
+  all_obj = [object_index]  # Object index (into unique_ids) of every piece.
+  budget = np.full(unique_ids.size, max_moves, np.int64)
+  # The frontier: pieces that may spawn moves, with the edge that faces back to their parent.
+  front = (all_origins[0], first_probs, object_index, np.full(all_ids[0].size, _NO_EDGE))
+  for _ in range(max_moves):
+    f_origins, f_probs, f_obj, f_back = front
+    touches, new_origins, counts = edge_moves(f_probs[..., 0] > threshold, f_origins,
+                                              image.shape, geom)
+    returning = f_back != _NO_EDGE
+    touches[np.nonzero(returning)[0], f_back[returning]] = False
+    parent, edge = np.nonzero(touches)
+    if parent.size == 0:
+      break
+    objects = f_obj[parent]
+    origins = new_origins[parent, edge]
+    crossing = counts[parent, edge]
+    order = np.nonzero(~_in_central_area(origins + [cy, cx], objects, np.concatenate(all_origins),
+                                         np.concatenate(all_obj), geom))[0]
+    # Largest crossings first within an object (ties: frontier order, top/bottom/left/right).
+    order = order[np.lexsort((-crossing[order], objects[order]))]
+    # Two pieces of one object may propose the same region: keep the first.
+    _, first_of = np.unique(np.stack([objects[order], origins[order, 0], origins[order, 1]], 1),
+                            axis=0, return_index=True)
+    order = order[np.sort(first_of)]  # Still grouped by object.
+    obj = objects[order]
+    rank = np.arange(obj.size) - np.searchsorted(obj, obj)
+    order = order[rank < budget[obj]]
+    if order.size == 0:
+      break
+    np.subtract.at(budget, objects[order], 1)
+
+    parent, edge, objects, origins = parent[order], edge[order], objects[order], origins[order]
+    seeds = shift_masks(f_probs[parent], origins - f_origins[parent])
+    probs = run_batched(segment_fn, crop_regions(padded, pad, origins, geom), seeds, batch_size)
+    all_origins.append(origins)
+    all_probs.append(probs[..., 0])
+    all_ids.append(unique_ids[objects])
+    all_obj.append(objects)
+    front = (origins, probs, objects, _OPPOSITE[edge])
+  return _as_pieces(all_origins, all_probs, all_ids)
+
+
+def _as_pieces(origins: list[np.ndarray], probs: list[np.ndarray],
+               ids: list[np.ndarray]) -> Pieces:
+  """Concatenates per-round lists into one Pieces with fixed dtypes."""
+  return Pieces(np.concatenate(origins).astype(np.int32),
+                np.concatenate(probs).astype(np.float32),
+                np.concatenate(ids).astype(np.int32))

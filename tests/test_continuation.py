@@ -1,0 +1,208 @@
+"""Tests for spiralnet_jax.continuation: following objects out of their regions (Fig. 16).
+
+The segmenter is replaced by an exact fake: the image holds each pixel's own flat index, so a
+region (cropped from the reflect-padded image) tells the fake which image pixels it shows, and
+the fake returns the true one-hot labels of the instance under the region's centre pixel. The
+tests therefore check the geometry and bookkeeping exactly.
+"""
+
+import numpy as np
+import pytest
+
+from spiralnet_jax import assembly
+from spiralnet_jax import continuation
+from spiralnet_jax import regions
+
+GEOM = regions.RegionGeometry(height=52, width=58, stride=16, pad=28, score_window=5)
+
+
+def _index_image(shape):
+  return np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)
+
+
+def _true_segmenter(labels, calls=None):
+  """segment_fn returning the true central instance (under the centre pixel) of each region."""
+  flat = labels.ravel()
+  cy, cx = GEOM.centre
+
+  def segment_fn(region_batch, init_mask):
+    if calls is not None:
+      calls.append((np.array(region_batch), np.array(init_mask)))
+    ids = flat[np.asarray(region_batch).astype(np.int64)]
+    centre = ids[:, cy, cx][:, None, None]
+    central = (ids == centre) & (centre > 0)
+    return np.stack([central, (ids > 0) & ~central, ids == 0], axis=-1).astype(np.float32)
+
+  return segment_fn
+
+
+def _first_pieces(image, labels, origins):
+  origins = np.asarray(origins, np.int32)
+  padded = regions.reflect_pad(image, GEOM.pad)
+  crops = continuation.crop_regions(padded, GEOM.pad, origins, GEOM)
+  probs = _true_segmenter(labels)(crops, None)
+  return continuation.Pieces(origins, probs, np.arange(len(origins), dtype=np.int32))
+
+
+def _bar():
+  """A 12 × 150 px horizontal bar (id 1) in a 96 × 224 image; longer than a region is wide."""
+  labels = np.zeros((96, 224), np.int32)
+  labels[42:54, 37:187] = 1
+  return _index_image(labels.shape), labels
+
+
+def _run(image, labels, first, max_moves, batch_size=4, calls=None):
+  return continuation.continue_objects(_true_segmenter(labels, calls), image, first, GEOM,
+                                       max_moves=max_moves, threshold=0.5,
+                                       batch_size=batch_size)
+
+
+def _instances(pieces, shape):
+  return assembly.assemble(pieces, shape, threshold=0.5, merge_iou=0.5, merge_containment=0.8,
+                           min_size=1)[1]
+
+
+def test_bar_longer_than_region_is_followed_to_both_ends():
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])  # Centre (47, 112): the bar's middle.
+  pieces = _run(image, labels, first, max_moves=4)
+  # Hand-computed: the bar's edge pixels are region rows 21..32 (mean 26.5 -> 27), so the first
+  # moves shift one row down; after that the bar sits on rows 20..31 (mean 25.5 -> 26).
+  np.testing.assert_array_equal(pieces.origins,
+                                [(21, 83), (22, 54), (22, 111), (22, 25), (22, 139)])
+  np.testing.assert_array_equal(pieces.object_ids, [0, 0, 0, 0, 0])
+  assert pieces.probs.shape == (5, 52, 58) and pieces.probs.dtype == np.float32
+  instances = _instances(pieces, labels.shape)
+  np.testing.assert_array_equal(instances, labels)  # ONE instance, exactly the bar.
+
+
+def test_without_moves_the_bar_is_cut():
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])
+  pieces = _run(image, labels, first, max_moves=0)
+  np.testing.assert_array_equal(pieces.origins, [(21, 83)])
+  instances = _instances(pieces, labels.shape)
+  expected = np.zeros_like(labels)
+  expected[42:54, 83:141] = 1  # Only the part inside the one region.
+  np.testing.assert_array_equal(instances, expected)
+
+
+def test_budget_limits_moves_per_object():
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])
+  pieces = _run(image, labels, first, max_moves=3)
+  # Round 1 spends two moves, round 2 has two candidates but one move left: left edge first
+  # (equal crossings; frontier order).
+  np.testing.assert_array_equal(pieces.origins, [(21, 83), (22, 54), (22, 111), (22, 25)])
+
+
+def test_segment_fn_sees_fixed_batches_and_shifted_seeds():
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])
+  calls = []
+  _run(image, labels, first, max_moves=4, batch_size=3, calls=calls)
+  assert [c[0].shape for c in calls] == [(3, 52, 58)] * 2  # 2 moves per round, padded to 3.
+  assert all(c[1].shape == (3, 52, 58, 3) for c in calls)
+  # Round 1, second move: (21, 83) -> (22, 111), i.e. shifted by (1, 28).
+  seed = calls[0][1][1]
+  expected = np.zeros((52, 58, 3), np.float32)
+  expected[:51, :30] = first.probs[0, 1:, 28:]
+  np.testing.assert_array_equal(seed, expected)
+  np.testing.assert_array_equal(calls[0][1][2], 0)  # The padding entry.
+
+
+def test_channel0_only_pieces_seed_channel0():
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])
+  calls = []
+  only0 = first._replace(probs=first.probs[..., 0])
+  pieces = _run(image, labels, only0, max_moves=1, batch_size=2, calls=calls)
+  seeds = calls[0][1]
+  np.testing.assert_array_equal(seeds[..., 1:], 0)
+  # Budget 1: only the left move, (21, 83) -> (22, 54), i.e. shifted by (1, -29).
+  expected = np.zeros((52, 58), np.float32)
+  expected[:51, 29:] = first.probs[0, 1:, :29, 0]
+  np.testing.assert_array_equal(seeds[0, ..., 0], expected)
+  np.testing.assert_array_equal(seeds[1], 0)  # The padding entry.
+  assert len(pieces.origins) == 2  # Budget 1: the first (left) move only.
+
+
+def test_cross_spreads_in_all_four_directions_as_one_object():
+  labels = np.zeros((200, 200), np.int32)
+  labels[94:106, 25:175] = 7  # 150 px across...
+  labels[35:165, 94:106] = 7  # ...and 130 px down, crossing at the centre.
+  image = _index_image(labels.shape)
+  first = _first_pieces(image, labels, [(100 - 26, 100 - 29)])
+  first = first._replace(object_ids=np.array([7], np.int32))
+  pieces = _run(image, labels, first, max_moves=8)
+  assert len(pieces.origins) <= 9
+  assert len(np.unique(pieces.origins, axis=0)) == len(pieces.origins)
+  np.testing.assert_array_equal(pieces.object_ids, 7)
+  np.testing.assert_array_equal(_instances(pieces, labels.shape), labels > 0)
+
+
+def test_objects_are_followed_independently_in_one_batch():
+  labels = np.zeros((160, 224), np.int32)
+  labels[42:54, 37:187] = 1
+  labels[112:124, 37:187] = 2
+  image = _index_image(labels.shape)
+  first = _first_pieces(image, labels, [(21, 83), (91, 83)])
+  calls = []
+  pieces = _run(image, labels, first, max_moves=4, batch_size=8, calls=calls)
+  assert len(calls) == 2  # Both objects' moves share each round's single batch.
+  np.testing.assert_array_equal(np.bincount(pieces.object_ids), [5, 5])
+  np.testing.assert_array_equal(_instances(pieces, labels.shape), labels)
+
+
+def test_edge_moves_hand_computed():
+  central = np.zeros((1, 52, 58), bool)
+  central[0, 10:20, 57] = True  # Right edge, rows 10..19: mean 14.5 -> 15.
+  central[0, 0, 3:6] = True  # Top edge, cols 3..5: mean 4.
+  touches, origins, counts = continuation.edge_moves(central, np.array([[100, 200]]),
+                                                     (1000, 1000), GEOM)
+  np.testing.assert_array_equal(touches, [[True, False, False, True]])
+  np.testing.assert_array_equal(counts, [[3, 0, 0, 10]])
+  # New centre (0, 4) resp. (15, 57) in region coordinates; centre pixel is (26, 29).
+  np.testing.assert_array_equal(origins[0, 0], (100 - 26, 200 + 4 - 29))
+  np.testing.assert_array_equal(origins[0, 3], (100 + 15 - 26, 200 + 57 - 29))
+
+
+def test_edge_pixels_outside_the_image_do_not_move():
+  central = np.zeros((1, 52, 58), bool)
+  central[0, 0, 20:40] = True  # Top edge at image row -28: reflect padding, not the object.
+  central[0, 30:40, 0] = True  # Left edge at image col -28.
+  central[0, 51, 20:40] = True  # Bottom edge at image row 23: inside.
+  touches, _, _ = continuation.edge_moves(central, np.array([[-28, -28]]), (100, 100), GEOM)
+  np.testing.assert_array_equal(touches, [[False, True, False, False]])
+
+
+def test_shift_masks_moves_content_and_zero_fills():
+  probs = np.arange(2 * 4 * 5 * 1, dtype=np.float32).reshape(2, 4, 5, 1) + 1
+  out = continuation.shift_masks(probs, np.array([(1, 2), (-1, 0)]))
+  expected = np.zeros_like(probs)
+  expected[0, :3, :3] = probs[0, 1:, 2:]
+  expected[1, 1:, :] = probs[1, :3, :]
+  np.testing.assert_array_equal(out, expected)
+
+
+def test_no_pieces_and_no_touching_objects():
+  image, labels = _bar()
+  empty = continuation.Pieces(np.zeros((0, 2), np.int32), np.zeros((0, 52, 58, 3), np.float32),
+                              np.zeros((0,), np.int32))
+  out = _run(image, labels, empty, max_moves=4)
+  assert out.origins.shape == (0, 2) and out.probs.shape == (0, 52, 58)
+  small = np.zeros((96, 224), np.int32)
+  small[40:50, 100:110] = 3
+  first = _first_pieces(image, small, [(21, 83)])
+  out = _run(image, small, first, max_moves=4)
+  np.testing.assert_array_equal(out.origins, [(21, 83)])
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_result_does_not_depend_on_batch_size(batch_size):
+  image, labels = _bar()
+  first = _first_pieces(image, labels, [(21, 83)])
+  a = _run(image, labels, first, max_moves=4, batch_size=batch_size)
+  b = _run(image, labels, first, max_moves=4, batch_size=2)
+  np.testing.assert_array_equal(a.origins, b.origins)
+  np.testing.assert_array_equal(a.probs, b.probs)

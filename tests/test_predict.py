@@ -1,0 +1,201 @@
+"""Tests for spiralnet_jax.predict: input handling, fixed-size batching, bounded compilations."""
+
+import collections
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import default
+from spiralnet_jax import assembly
+from spiralnet_jax import continuation
+from spiralnet_jax import predict
+from spiralnet_jax import scorer as scorer_lib
+from spiralnet_jax import segmenter as segmenter_lib
+from spiralnet_jax import train_lib
+
+
+def _config(features=4, batch=4):
+  """Tiny models, the pinned geometry; `features` makes a segmenter unique to a test."""
+  config = default.get_config()
+  config.scorer.hidden = 4
+  config.segmenter.branch_features = features
+  config.segmenter.features = features
+  config.segmenter.skip_features = features
+  config.segmenter.num_skip_modules = 1
+  config.predict.region_batch_size = batch
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _params(features):
+  """Random (scorer, segmenter) params of `_config(features)`; cached: init is slow on CPU."""
+  config = _config(features)
+  return (train_lib.init_params("scorer", config, jax.random.key(0)),
+          train_lib.init_params("segmenter", config, jax.random.key(1)))
+
+
+def _predictor(config):
+  return predict.Predictor.from_params(config, *_params(config.segmenter.features))
+
+
+def _with_threshold(predictor, image, num_regions):
+  """The predictor with a scorer threshold that lets exactly `num_regions` regions pass."""
+  scores = np.sort(predict.score_image(predictor, image).ravel())
+  config = predictor.config.copy_and_resolve_references()
+  config.scorer.threshold = float(scores[-num_regions - 1]) if scores.size > num_regions else -1e9
+  return dataclasses.replace(predictor, config=config)
+
+
+# --- input handling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image, expected", [
+    (np.array([[False, True]]), [[0.0, 1.0]]),
+    (np.array([[10, 20, 30]], np.uint8), [[0.0, 0.5, 1.0]]),
+    (np.array([[-(2**40), 0, 2**40]], np.int64), [[0.0, 0.5, 1.0]]),
+    (np.array([[-1e308, 1e308]]), [[0.0, 1.0]]),  # hi - lo would overflow in float64.
+    (np.array([[7.0]]), [[0.0]]),
+    (np.full((3, 4), 4095, np.uint16), np.zeros((3, 4))),  # Constant -> zeros, not NaN.
+])
+def test_prepare_image_min_max_normalises(image, expected):
+  out = predict.prepare_image(image)
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, np.asarray(expected, np.float32))
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((2, 3, 1)), "2-D"),
+    (np.zeros((4,)), "2-D"),
+    (np.zeros((0, 3)), "at least 1×1"),
+    (np.array([[1.0, np.nan]]), "NaN"),
+    (np.array([[1.0, np.inf]]), "NaN or infinite"),
+    (np.array([[1 + 2j]]), "dtype"),
+    (np.array([["a"]]), "dtype"),
+])
+def test_prepare_image_rejects_bad_input(image, message):
+  with pytest.raises(ValueError, match=message):
+    predict.prepare_image(image)
+
+
+# --- the two stages --------------------------------------------------------------------------
+
+
+def test_segment_regions_matches_one_big_batch():
+  predictor = _predictor(_config(batch=4))
+  rng = np.random.default_rng(0)
+  regions = rng.random((6, 52, 58), np.float32)  # 4 + 2 (padded to 4).
+  init = rng.random((6, 52, 58, 3), np.float32)
+  expected = predictor.segmenter.apply(predictor.segmenter_params, regions, init)
+  np.testing.assert_allclose(predict.segment_regions(predictor, regions, init), expected,
+                             rtol=1e-5, atol=1e-6)
+  zeros_init = predictor.segmenter.apply(predictor.segmenter_params, regions, None)
+  np.testing.assert_allclose(predict.segment_regions(predictor, regions), zeros_init,
+                             rtol=1e-5, atol=1e-6)
+  assert predict.segment_regions(predictor, regions[:0]).shape == (0, 52, 58, 3)
+
+
+def test_bucketed_scores_equal_unbucketed():
+  predictor = _predictor(_config())
+  image = np.random.default_rng(1).integers(0, 4096, (70, 90)).astype(np.uint16)
+  scores = predict.score_image(predictor, image)
+  assert scores.shape == (5, 6)  # ((70 + 56 - 52) // 16 + 1, (90 + 56 - 58) // 16 + 1).
+  expected = scorer_lib.score_image(predictor.scorer_params, predict.prepare_image(image),
+                                    predictor.geom)
+  np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+# --- whole images ----------------------------------------------------------------------------
+
+
+def test_pieces_without_continuation_are_the_selected_regions():
+  config = _config()
+  config.continuation.enabled = False
+  image = np.random.default_rng(2).random((64, 80))
+  predictor = _with_threshold(_predictor(config), image, 5)
+  pieces = predict.predict_pieces(predictor, image)
+  scores = predict.score_image(predictor, image).ravel()
+  selected = np.flatnonzero(scores > predictor.config.scorer.threshold)
+  assert len(selected) == 5
+  np.testing.assert_array_equal(pieces.object_ids, np.arange(5))
+  geom = predictor.geom
+  origins = np.stack([selected // 5, selected % 5], -1) * 16 - 28  # (80 + 56 - 58) // 16 + 1 = 5.
+  np.testing.assert_array_equal(pieces.origins, origins)
+  crops = continuation.crop_regions(np.pad(predict.prepare_image(image), 28, mode="reflect"),
+                                    28, origins, geom)
+  expected = predictor.segmenter.apply(predictor.segmenter_params, crops)[..., 0]
+  np.testing.assert_allclose(pieces.probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_is_assembly_of_predicted_pieces():
+  image = np.random.default_rng(3).random((64, 80))
+  predictor = _with_threshold(_predictor(_config()), image, 4)
+  pieces = predict.predict_pieces(predictor, image)
+  assert len(pieces.origins) >= 4
+  semantic, instances = assembly.assemble_from_config(pieces, image.shape,
+                                                      predictor.config.assembly)
+  np.testing.assert_array_equal(predict.predict_semantic(predictor, image), semantic)
+  np.testing.assert_array_equal(predict.predict_instances(predictor, image), instances)
+
+
+def test_sizes_share_compilations_and_keep_their_shape(monkeypatch):
+  traces = collections.Counter()
+  score_padded = scorer_lib.score_padded
+  apply = segmenter_lib.Segmenter.apply
+
+  def counted_score(params, padded, geom):
+    traces["scorer"] += 1
+    return score_padded(params, padded, geom)
+
+  def counted_apply(self, params, regions, init_mask=None):
+    traces["segmenter"] += 1
+    return apply(self, params, regions, init_mask)
+
+  monkeypatch.setattr(scorer_lib, "score_padded",
+                      jax.jit(counted_score, static_argnames="geom"))
+  monkeypatch.setattr(segmenter_lib.Segmenter, "apply", counted_apply)
+  predictor = _predictor(_config(features=3, batch=4))  # A segmenter no other test compiles.
+  rng = np.random.default_rng(4)
+  shapes = [(1, 1), (37, 53), (520, 696), (1040, 1392), (37, 53), (560, 700)]
+  for shape in shapes:
+    image = (rng.random(shape) * 4095).astype(np.uint16)
+    p = _with_threshold(predictor, image, 3)
+    semantic, instances = predict.predict(p, image)
+    assert semantic.shape == shape and semantic.dtype == bool
+    assert instances.shape == shape and instances.dtype == np.int32
+    ids = np.unique(instances[instances > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
+  # Padded shapes 128×128 (1×1 has no region column: nothing to score), 640×768 (520×696 and
+  # 560×700) and 1152×1536: three scorer compilations; one for the segmenter.
+  assert dict(traces) == {"scorer": 3, "segmenter": 1}
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def test_from_workdir_restores_the_latest_checkpoints(tmp_path):
+  config = _config()
+  params = {"scorer": train_lib.init_params("scorer", config, jax.random.key(7)),
+            "segmenter": train_lib.init_params("segmenter", config, jax.random.key(8))}
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())
+  for stage, stage_params in params.items():
+    tx = train_lib.make_optimizer(1e-3)
+    with ocp.CheckpointManager(train_lib.checkpoint_dir(tmp_path, stage),
+                               options=ocp.CheckpointManagerOptions(create=True)) as mngr:
+      for step, scale in ((1, 0.0), (2, 1.0)):  # The latest (step 2) holds `params`.
+        state = train_lib.create_train_state(
+            jax.tree.map(lambda x, s=scale: x * s, stage_params), tx)
+        mngr.save(step, args=ocp.args.StandardSave(state))
+      mngr.wait_until_finished()
+  predictor = predict.Predictor.from_workdir(tmp_path)
+  for got, want in ((predictor.scorer_params, params["scorer"]),
+                    (predictor.segmenter_params, params["segmenter"])):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert predictor.config.predict.region_batch_size == 4
+  assert predictor.segmenter == predict.Predictor.from_params(config, None, None).segmenter
+  with pytest.raises(FileNotFoundError):
+    predict.Predictor.from_workdir(tmp_path / "missing")

@@ -1,0 +1,524 @@
+"""Evaluation: predict every image of a split, compute every metric, write the reports.
+
+`evaluate(config, workdir, splits)` loads whichever trained models the workdir holds (SpiralNet
+when scorer and segmenter checkpoints exist, U-Net when a unet checkpoint exists) and calls
+`evaluate_models`, whose models are plain functions of a normalised image (`Model`), so tests
+can inject fakes. Outputs under `<out_dir>` (default `<workdir>/eval/`):
+
+    metrics.json   {model: {split: {pixel, instance, scorer?, segmenter?, ...}}}
+    per_image.csv  one row per model, split and image
+    tables.md      thesis Tables 1-3 with our numbers beside the thesis', instance metrics
+    figures/       thesis Figs. 22, 26, 29, 30 and the training curves (Figs. 19, 24, 28)
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from spiralnet_jax import data as data_lib
+from spiralnet_jax import figures
+from spiralnet_jax import metrics
+from spiralnet_jax import predict as predict_lib
+from spiralnet_jax import regions as regions_lib
+from spiralnet_jax import scorer as scorer_lib
+from spiralnet_jax import train_lib
+from spiralnet_jax import unet as unet_lib
+
+# Model keys in metrics.json, and how the reports name them.
+SPIRALNET = "spiralnet"
+UNET = "unet"
+DISPLAY_NAMES = {SPIRALNET: "SpiralNet", UNET: "U-Net"}
+CHANNELS = ("central", "other", "background")
+
+# --- The thesis' numbers (Dekret 2019, §4), reproduced in tables.md beside ours ---------------
+# Table 1 (segmenter on label-selected regions): {metric: {channel: {split: value}}}.
+_T1_SPLITS = ("training", "validation", "test")
+THESIS_TABLE1 = {
+    "f1": {"central": dict(zip(_T1_SPLITS, (0.946, 0.945, 0.945))),
+           "other": dict(zip(_T1_SPLITS, (0.893, 0.890, 0.892))),
+           "background": dict(zip(_T1_SPLITS, (0.972, 0.983, 0.985)))},
+    "precision": {"central": dict(zip(_T1_SPLITS, (0.960, 0.961, 0.962))),
+                  "other": dict(zip(_T1_SPLITS, (0.928, 0.930, 0.924))),
+                  "background": dict(zip(_T1_SPLITS, (0.987, 0.985, 0.987)))},
+    "recall": {"central": dict(zip(_T1_SPLITS, (0.950, 0.946, 0.945))),
+               "other": dict(zip(_T1_SPLITS, (0.896, 0.890, 0.897))),
+               "background": dict(zip(_T1_SPLITS, (0.969, 0.981, 0.982)))},
+}
+# Tables 2 and 3 (final pixel metrics): {model: {metric: {split: value}}}. Table 2 is the
+# SpiralNet half of Table 3.
+THESIS_PIXEL = {
+    SPIRALNET: {"f1": dict(zip(_T1_SPLITS, (0.963, 0.965, 0.969))),
+                "precision": dict(zip(_T1_SPLITS, (0.956, 0.960, 0.963))),
+                "recall": dict(zip(_T1_SPLITS, (0.971, 0.971, 0.977)))},
+    UNET: {"f1": dict(zip(_T1_SPLITS, (0.963, 0.960, 0.965))),
+           "precision": dict(zip(_T1_SPLITS, (0.963, 0.961, 0.969))),
+           "recall": dict(zip(_T1_SPLITS, (0.962, 0.959, 0.961)))},
+}
+# §4.1: scorer error rate (%) at t = 0.4 after the last epoch.
+THESIS_SCORER_THRESHOLD = 0.4
+THESIS_SCORER_ERROR_RATE = {"training": 7.56, "validation": 6.02}
+# SPEC.md "Numbers to beat" (BBBC039 test split): (system, pixel F1, P, R, F1@0.5, mAP).
+NUMBERS_TO_BEAT = (
+    ("SpiralNet, thesis (PyTorch)", 0.969, 0.963, 0.977, None, None),
+    ("U-Net, thesis", 0.965, 0.969, 0.961, None, None),
+    ("Cellpose-SAM, zero-shot (public evaluation)", None, None, None, 0.956, 0.791),
+    ("Otsu + watershed (public evaluation)", None, None, None, 0.858, 0.576),
+)
+
+CSV_FIELDS = ("model", "split", "image", "nuclei_true", "nuclei_pred", "pixel_precision",
+              "pixel_recall", "pixel_f1", "instance_precision@0.5", "instance_recall@0.5",
+              "instance_f1@0.5", "merges", "splits")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A model under evaluation, as plain functions of a normalised (H, W) float32 image.
+
+  predict: image -> (semantic bool (H, W), instances int32 (H, W)).
+  score: image -> (rows, cols) scorer scores on the region grid (SpiralNet only).
+  segment: regions (B, h, w) -> probabilities (B, h, w, 3) from an empty mask (SpiralNet only).
+  """
+
+  name: str
+  predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+  score: Callable[[np.ndarray], np.ndarray] | None = None
+  segment: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@dataclasses.dataclass
+class SplitResult:
+  """One model on one split: the metrics.json entry, the CSV rows, predictions for figures."""
+
+  metrics: dict
+  rows: list[dict]
+  shown: list[tuple[np.ndarray, np.ndarray]]  # (semantic, instances) of the first images.
+
+
+def _count_nuclei(instances: np.ndarray) -> int:
+  return int(len(np.unique(instances[instances != 0])))
+
+
+def _ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
+  """Pooled P/R/F1 from summed counts, with `metrics.channel_scores`' 0/0 convention."""
+  tp, fp, fn = (np.asarray(x, np.float64) for x in (tp, fp, fn))
+  perfect = (fp == 0) & (fn == 0)
+
+  def ratio(num, den):
+    return np.where(den > 0, num / np.maximum(den, 1), np.where(perfect, 1.0, 0.0))
+
+  return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+          "f1": ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def _region_targets(image: np.ndarray, labels: np.ndarray,
+                    geom: regions_lib.RegionGeometry) -> tuple[regions_lib.CutRegions, np.ndarray]:
+  """All regions with label scores and 3-channel labels, and whether each centre is nucleus."""
+  cut = regions_lib.cut_and_label(image, labels, geom)
+  cy, cx = geom.centre
+  # The background channel of the one-hot labels is 0 exactly where the pixel is a nucleus.
+  return cut, cut.labels[:, cy, cx, 2] == 0
+
+
+def evaluate_split(model: Model, examples: Sequence[data_lib.Example],
+                   config: ml_collections.ConfigDict, split: str) -> SplitResult:
+  """Predicts every example and computes pixel, instance, scorer and segmenter metrics."""
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  num_shown = int(config.eval.num_figures)
+  pairs_sem, pairs_inst, shown, rows = [], [], [], []
+  score_parts = {"pred": [], "label": [], "centre_fg": []}
+  seg_counts = np.zeros((3, len(CHANNELS)), np.int64)  # (tp, fp, fn) per channel.
+  num_seg_regions = 0
+  predict_seconds = 0.0
+  for i, example in enumerate(examples):
+    image = data_lib.normalize(example.image)
+    start = time.perf_counter()
+    semantic, instances = model.predict(image)
+    seconds = time.perf_counter() - start
+    predict_seconds += seconds
+    logging.info("%s %s %d/%d %s: %.1f s", model.name, split, i + 1, len(examples),
+                 example.name, seconds)
+    semantic, instances = np.asarray(semantic, bool), np.asarray(instances, np.int32)
+    pairs_sem.append((example.labels != 0, semantic))
+    pairs_inst.append((example.labels, instances))
+    if i < num_shown:
+      shown.append((semantic, instances))
+    if model.score is not None or model.segment is not None:
+      cut, centre_fg = _region_targets(image, example.labels, geom)
+      if model.score is not None:
+        score_parts["pred"].append(np.asarray(model.score(image), np.float32).ravel())
+        score_parts["label"].append(cut.scores)
+        score_parts["centre_fg"].append(centre_fg)
+      if model.segment is not None:
+        # Table 1 is measured on the regions the segmenter trains on: label score passes t.
+        selected = scorer_lib.select_regions(cut.scores, float(config.scorer.threshold))
+        if len(selected):
+          ch = metrics.channel_scores(model.segment(cut.regions[selected]),
+                                      cut.labels[selected])
+          seg_counts += np.stack([ch["tp"], ch["fp"], ch["fn"]])
+          num_seg_regions += len(selected)
+
+  pixel = metrics.pixel_scores(pairs_sem)
+  instance = metrics.instance_scores(pairs_inst)
+  for i, (example, (true, pred)) in enumerate(zip(examples, pairs_inst)):
+    m = metrics.match(true, pred, thresholds=(0.5,))
+    merges, splits = metrics.merges_splits(true, pred)
+    rows.append({
+        "model": model.name, "split": split, "image": example.name,
+        "nuclei_true": _count_nuclei(true), "nuclei_pred": _count_nuclei(pred),
+        "pixel_precision": pixel["per_image"]["precision"][i],
+        "pixel_recall": pixel["per_image"]["recall"][i],
+        "pixel_f1": pixel["per_image"]["f1"][i],
+        "instance_precision@0.5": m["precision"][0], "instance_recall@0.5": m["recall"][0],
+        "instance_f1@0.5": m["f1"][0], "merges": merges, "splits": splits})
+
+  result = {
+      "num_images": len(examples),
+      "nuclei_true": int(sum(r["nuclei_true"] for r in rows)),
+      "nuclei_pred": int(sum(r["nuclei_pred"] for r in rows)),
+      # Wall-clock of `model.predict` (first image includes compilation).
+      "predict_seconds": predict_seconds,
+      "pixel": {k: v for k, v in pixel.items() if k != "per_image"},
+      "instance": instance,
+  }
+  if model.score is not None:
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in score_parts.items()}
+    result["scorer"] = metrics.scorer_error_rates(cat["pred"], cat["label"], cat["centre_fg"])
+  if model.segment is not None:
+    result["segmenter"] = {"channels": list(CHANNELS), "num_regions": num_seg_regions,
+                           "threshold": float(config.scorer.threshold),
+                           "tp": seg_counts[0], "fp": seg_counts[1], "fn": seg_counts[2],
+                           **_ratios(*seg_counts)}
+  return SplitResult(metrics=_jsonable(result), rows=_jsonable(rows), shown=shown)
+
+
+def _jsonable(x: Any) -> Any:
+  """NumPy scalars/arrays to Python; NaN/inf to None (strict JSON has no NaN)."""
+  if isinstance(x, Mapping):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _jsonable(x.tolist())
+  if isinstance(x, (np.bool_, bool)):
+    return bool(x)
+  if isinstance(x, (np.integer, int)):
+    return int(x)
+  if isinstance(x, (np.floating, float)):
+    return float(x) if math.isfinite(float(x)) else None
+  return x
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+  if value is None:
+    return "—"
+  if isinstance(value, int):
+    return str(value)
+  return f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return lines
+
+
+def _at(values: Sequence[float], thresholds: Sequence[float], t: float) -> float | None:
+  """The entry of a per-threshold list at threshold t (None if t was not evaluated)."""
+  for value, thr in zip(values, thresholds):
+    if abs(thr - t) < 1e-9:
+      return value
+  return None
+
+
+def render_tables(results: Mapping[str, Mapping[str, dict]], splits: Sequence[str]) -> str:
+  """Renders tables.md: thesis Tables 1-3 with ours beside the thesis', plus instance metrics."""
+  lines = ["# Evaluation", "",
+           "Ours: this run. Thesis: Dekret 2019, §4. Pixel metrics are pooled over all pixels "
+           "of a split (the thesis' metric); \"mean\" is the mean over images. Instance "
+           "metrics follow StarDist `matching` (τ = IoU threshold); mAP = mean DSB score "
+           "TP/(TP+FP+FN) over τ = 0.50…0.95.", ""]
+  metric_names = (("f1", "F1 score"), ("precision", "Precision"), ("recall", "Recall"))
+
+  # Table 1: the segmenter per channel.
+  spiral = results.get(SPIRALNET, {})
+  if any("segmenter" in spiral.get(s, {}) for s in splits):
+    lines += ["## Table 1 — segmenting network per channel (label-selected regions)", ""]
+    header = ["metric"] + [f"{ch} {s} ({who})" for ch in CHANNELS for s in splits
+                           for who in ("ours", "thesis")]
+    rows = []
+    for key, title in metric_names:
+      row = [title]
+      for c, ch in enumerate(CHANNELS):
+        for s in splits:
+          seg = spiral.get(s, {}).get("segmenter")
+          row += [_fmt(seg[key][c] if seg else None), _fmt(THESIS_TABLE1[key][ch].get(s))]
+      rows.append(row)
+    lines += _table(header, rows)
+    regions = ", ".join(f"{s}: {spiral[s]['segmenter']['num_regions']}" for s in splits
+                        if "segmenter" in spiral.get(s, {}))
+    lines += ["", f"Regions evaluated (label score > t): {regions}.", ""]
+
+  # Tables 2 and 3: final pixel metrics per split, per model.
+  for model in (SPIRALNET, UNET):
+    if model not in results:
+      continue
+    title = "Table 2 — SpiralNet" if model == SPIRALNET else "U-Net"
+    lines += [f"## {title} final prediction, pixel metrics", ""]
+    header = ["metric"] + [f"{s} ({who})" for s in splits
+                           for who in ("ours pooled", "ours mean", "thesis")]
+    rows = []
+    for key, title in metric_names:
+      row = [title]
+      for s in splits:
+        px = results[model].get(s, {}).get("pixel", {})
+        row += [_fmt(px.get(key)), _fmt(px.get(f"mean_{key}")),
+                _fmt(THESIS_PIXEL[model][key].get(s))]
+      rows.append(row)
+    lines += _table(header, rows) + [""]
+
+  if SPIRALNET in results and UNET in results:
+    lines += ["## Table 3 — U-Net vs SpiralNet (pooled pixel metrics)", ""]
+    header = ["metric"] + [f"{DISPLAY_NAMES[m]} {s} ({who})" for m in (UNET, SPIRALNET)
+                           for s in splits for who in ("ours", "thesis")]
+    rows = []
+    for key, title in metric_names:
+      row = [title]
+      for m in (UNET, SPIRALNET):
+        for s in splits:
+          row += [_fmt(results[m].get(s, {}).get("pixel", {}).get(key)),
+                  _fmt(THESIS_PIXEL[m][key].get(s))]
+      rows.append(row)
+    lines += _table(header, rows) + [""]
+
+  # Instance metrics (not in the thesis).
+  lines += ["## Instance metrics", ""]
+  header = ["model", "split", "images", "nuclei true", "nuclei pred", "P@0.5", "R@0.5",
+            "F1@0.5", "DSB@0.5", "PQ@0.5", "F1@0.75", "mAP@[.5:.95]", "merges", "splits"]
+  rows = []
+  for model, by_split in results.items():
+    for s in splits:
+      if s not in by_split:
+        continue
+      r, inst = by_split[s], by_split[s]["instance"]
+      thr = inst["thresholds"]
+      rows.append([DISPLAY_NAMES.get(model, model), s, r["num_images"], r["nuclei_true"],
+                   r["nuclei_pred"]] +
+                  [_fmt(_at(inst[k], thr, 0.5)) for k in
+                   ("precision", "recall", "f1", "accuracy", "panoptic_quality")] +
+                  [_fmt(_at(inst["f1"], thr, 0.75)), _fmt(inst["map"]), inst["merges"],
+                   inst["splits"]])
+  lines += _table(header, rows) + [""]
+
+  # Numbers to beat (test split).
+  test = "test"
+  lines += ["## Numbers to beat (BBBC039 test split)", ""]
+  header = ["system", "pixel F1", "pixel P", "pixel R", "instance F1@0.5", "DSB mAP@[.5:.95]"]
+  rows = []
+  for model, by_split in results.items():
+    if test in by_split:
+      px, inst = by_split[test]["pixel"], by_split[test]["instance"]
+      rows.append([f"**{DISPLAY_NAMES.get(model, model)}, ours**", _fmt(px["f1"]),
+                   _fmt(px["precision"]), _fmt(px["recall"]),
+                   _fmt(_at(inst["f1"], inst["thresholds"], 0.5)), _fmt(inst["map"])])
+  rows += [[name] + [_fmt(v) for v in values] for name, *values in NUMBERS_TO_BEAT]
+  lines += _table(header, rows)
+  if not any(test in by_split for by_split in results.values()):
+    lines += ["", "(The test split was not evaluated in this run.)"]
+  lines += [""]
+
+  # Scorer error rates (thesis §4.1, Fig. 22).
+  if any("scorer" in spiral.get(s, {}) for s in splits):
+    lines += ["## Scorer error rates (%), thesis §4.1 and Fig. 22", "",
+              f"Error rate = regions passing t whose centre pixel is background / regions "
+              f"passing; stability = |passing on predicted − passing on label scores| / "
+              f"regions. Thesis at t = {THESIS_SCORER_THRESHOLD}: error rate "
+              + ", ".join(f"{s} {v}" for s, v in THESIS_SCORER_ERROR_RATE.items()) + ".", ""]
+    scored = [s for s in splits if "scorer" in spiral.get(s, {})]
+    thresholds = spiral[scored[0]]["scorer"]["thresholds"]
+    header = ["t"] + [f"{s} {k}" for s in scored for k in ("error rate", "stability")]
+    rows = [[_fmt(t, 1)] + [_fmt(spiral[s]["scorer"][k][i], 2) for s in scored
+                            for k in ("error_rate", "stability_error_rate")]
+            for i, t in enumerate(thresholds)]
+    lines += _table(header, rows) + [""]
+  return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
+  """Writes the per-image rows (CSV_FIELDS columns, floats with 6 digits)."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else
+                           "" if v is None else v) for k, v in row.items()})
+
+
+def read_metrics_log(path: pathlib.Path) -> list[dict]:
+  """Reads a metrics.jsonl training log (one JSON object per line; bad lines skipped)."""
+  records = []
+  if path.is_file():
+    for line in path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict):
+        records.append(record)
+  return records
+
+
+def evaluate_models(models: Sequence[Model],
+                    examples_by_split: Mapping[str, Sequence[data_lib.Example]],
+                    config: ml_collections.ConfigDict, out_dir: str | pathlib.Path,
+                    metrics_log: str | pathlib.Path | None = None) -> dict:
+  """Evaluates each model on each split and writes metrics.json, per_image.csv, tables.md, figures.
+
+  Returns the metrics.json content: {model name: {split: metrics}}.
+  """
+  out_dir = pathlib.Path(out_dir)
+  fig_dir = out_dir / "figures"
+  fig_dir.mkdir(parents=True, exist_ok=True)
+  splits = list(examples_by_split)
+  results: dict[str, dict[str, dict]] = {}
+  rows: list[dict] = []
+  shown: dict[str, dict[str, list]] = {}
+  for model in models:
+    for split, examples in examples_by_split.items():
+      res = evaluate_split(model, examples, config, split)
+      results.setdefault(model.name, {})[split] = res.metrics
+      rows += res.rows
+      shown.setdefault(split, {})[model.name] = res.shown
+
+  (out_dir / "metrics.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+  write_csv(rows, out_dir / "per_image.csv")
+  (out_dir / "tables.md").write_text(render_tables(results, splits))
+  write_figures(results, examples_by_split, shown, fig_dir, metrics_log)
+  return results
+
+
+def write_figures(results: Mapping[str, Mapping[str, dict]],
+                  examples_by_split: Mapping[str, Sequence[data_lib.Example]],
+                  shown: Mapping[str, Mapping[str, list]], fig_dir: pathlib.Path,
+                  metrics_log: str | pathlib.Path | None) -> list[pathlib.Path]:
+  """Writes the thesis-style figures into `fig_dir`; returns the paths written."""
+  paths = []
+  for split, by_model in shown.items():
+    for i, example in enumerate(examples_by_split[split]):
+      preds = {m: p[i] for m, p in by_model.items() if i < len(p)}
+      if not preds:
+        break
+      image, true = data_lib.normalize(example.image), example.labels
+      stem = f"{split}_{i:02d}"
+      for model, (semantic, instances) in preds.items():
+        paths.append(figures.prediction_figure(
+            image, true, semantic, instances, fig_dir / f"{stem}_{model}.png",
+            model_name=DISPLAY_NAMES.get(model, model)))
+      named = {DISPLAY_NAMES.get(m, m): p for m, p in preds.items()}
+      if len(preds) > 1:
+        paths.append(figures.comparison_figure(
+            image, true, {m: inst for m, (_, inst) in named.items()},
+            fig_dir / f"{stem}_comparison.png"))
+      paths.append(figures.difference_figure(
+          true != 0, {m: sem for m, (sem, _) in named.items()},
+          fig_dir / f"{stem}_difference.png"))
+  for model, by_split in results.items():
+    rates = {s: r["scorer"] for s, r in by_split.items() if "scorer" in r}
+    if rates:
+      thresholds = next(iter(rates.values()))["thresholds"]
+      paths.append(figures.error_rates_figure(thresholds, rates,
+                                              fig_dir / f"scorer_error_rates_{model}.png"))
+  if metrics_log is not None:
+    records = read_metrics_log(pathlib.Path(metrics_log))
+    if records:
+      paths.append(figures.training_curves_figure(records, fig_dir / "training_curves.png"))
+  return paths
+
+
+# --- models from a training workdir -------------------------------------------------------------
+
+
+def has_checkpoint(workdir: str | pathlib.Path, stage: str) -> bool:
+  """Whether training wrote at least one checkpoint step of `stage` under `workdir`."""
+  path = train_lib.checkpoint_dir(workdir, stage)
+  return path.is_dir() and any(p.name.isdigit() for p in path.iterdir())
+
+
+def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
+  """SpiralNet as a `Model`: the full pipeline, the scorer grid and the bare segmenter."""
+  return Model(
+      name=SPIRALNET,
+      predict=lambda image: predict_lib.predict(predictor, image),
+      score=lambda image: predict_lib.score_image(predictor, image),
+      segment=lambda regions: predict_lib.segment_regions(predictor, regions))
+
+
+def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
+  """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances.
+
+  predict.py has no U-Net predictor, so this adapter builds the network the way train_lib does.
+  """
+  net = unet_lib.UNet(base_features=int(config.unet.base_features), depth=int(config.unet.depth))
+  threshold = float(config.unet.threshold)
+
+  @jax.jit
+  def semantic_fn(image):
+    logits = net.apply({"params": params}, image[None, :, :, None])
+    return unet_lib.unet_predict_semantic(logits, threshold)[0]
+
+  def predict(image):
+    semantic = np.asarray(semantic_fn(np.asarray(image, np.float32)))
+    return semantic, unet_lib.instances_from_semantic(semantic)
+
+  return Model(name=UNET, predict=predict)
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config that training wrote to `<workdir>/config.json`."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"no config.json in {workdir}; pass --config explicitly")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def models_from_workdir(config: ml_collections.ConfigDict,
+                        workdir: str | pathlib.Path) -> list[Model]:
+  """SpiralNet if scorer and segmenter checkpoints exist, U-Net if a unet checkpoint exists."""
+  models = []
+  if has_checkpoint(workdir, "scorer") and has_checkpoint(workdir, "segmenter"):
+    models.append(spiralnet_model(predict_lib.Predictor.from_workdir(workdir, config)))
+  if has_checkpoint(workdir, "unet"):
+    models.append(unet_model(config, train_lib.load_params(workdir, "unet", config)))
+  if not models:
+    raise FileNotFoundError(
+        f"no trained model in {workdir}: expected checkpoints/scorer and checkpoints/segmenter "
+        "(SpiralNet) or checkpoints/unet")
+  return models
+
+
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Path,
+             splits: Sequence[str] | None = None) -> dict:
+  """Evaluates every trained model in `workdir` on `splits`; writes `<workdir>/eval/`.
+
+  `config` defaults to the workdir's config.json and `splits` to `config.eval.splits`.
+  """
+  workdir = pathlib.Path(workdir)
+  config = load_config(workdir) if config is None else config
+  splits = list(config.eval.splits if splits is None else splits)
+  models = models_from_workdir(config, workdir)
+  examples = {split: data_lib.load_examples(config.data, split) for split in splits}
+  logging.info("evaluating %s on %s", [m.name for m in models],
+               {s: len(e) for s, e in examples.items()})
+  return evaluate_models(models, examples, config, workdir / "eval",
+                         metrics_log=workdir / "metrics.jsonl")

@@ -64,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.segmenter.learning_rate = 1e-4
   config.segmenter.epochs = 100
   config.segmenter.batch_size = 32
+  # > 0: train each epoch on a fresh random subset of this many selected regions.
+  config.segmenter.max_train_regions = 0
   config.segmenter.dtype = "float32"
 
   # --- continuation and assembly -------------------------------------------------------------
@@ -100,6 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.max_to_keep = 3
   config.train.eval_every_epochs = 10
   config.train.max_steps = 0  # > 0 stops each stage after this many steps (smoke tests).
+  config.train.max_eval_regions = 0  # > 0: validation loss on a fixed random region subset.
 
   # --- evaluation ---------------------------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()

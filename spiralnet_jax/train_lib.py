@@ -1,0 +1,533 @@
+"""Training: the train state, pure train/eval steps, per-stage data, the loop, checkpoints, logs.
+
+Three stages train one after another (`config.stages`): "scorer" (MSE on region score labels),
+"segmenter" (`Segmenter.loss` on the regions whose score passes the threshold, against their
+3-channel central labels) and "unet" (BCE on the foreground of whole images or random crops).
+Each stage keeps its own Orbax checkpoints under `<workdir>/checkpoints/<stage>/` and resumes
+from the latest one. Batches are a pure function of (seed, stage, epoch, batch index), so a run
+stopped after any step and restarted ends with exactly the parameters of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable, Optional, Sequence, Union
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tensorboardX
+import tqdm
+
+from spiralnet_jax import data as data_lib
+from spiralnet_jax import regions as regions_lib
+from spiralnet_jax import scorer as scorer_lib
+from spiralnet_jax import segmenter as segmenter_lib
+from spiralnet_jax import unet as unet_lib
+
+PathLike = Union[str, pathlib.Path]
+Batch = dict[str, np.ndarray]
+LossFn = Callable[[Any, Batch], jax.Array]
+
+# Fixed stage ids: they seed each stage's parameters and data order independently of which
+# stages a run trains.
+STAGE_IDS = {"scorer": 0, "segmenter": 1, "unet": 2}
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """What a checkpoint holds: the update counter, the parameters and the optimizer state."""
+
+  step: jax.Array  # int32 scalar: number of updates applied.
+  params: Any
+  opt_state: optax.OptState
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+  """A fresh state at step 0."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+# --- losses and steps (pure) ---------------------------------------------------------------------
+
+
+def scorer_loss(model: Any, params: Any, batch: Batch) -> jax.Array:
+  """Mean squared error between predicted and label scores of a batch of regions."""
+  pred = model.apply({"params": params}, batch["regions"])
+  return jnp.mean(jnp.square(pred - batch["scores"]))
+
+
+def segmenter_loss(segmenter: Any, params: Any, batch: Batch) -> jax.Array:
+  """The segmenter's own loss (`config.segmenter.loss`) on regions and 3-channel labels."""
+  return segmenter.loss(params, batch["regions"], batch["labels"])
+
+
+def unet_loss(model: Any, params: Any, batch: Batch) -> jax.Array:
+  """Binary cross-entropy on the foreground, averaged over real (non-padding) pixels."""
+  logits = model.apply({"params": params}, batch["images"])
+  bce = optax.sigmoid_binary_cross_entropy(logits, batch["foreground"])
+  weight = batch["weight"]
+  return jnp.sum(bce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
+               tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
+  """One optimizer update on `loss_fn(params, batch)`; returns the new state and the loss."""
+  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+
+def eval_step(params: Any, batch: Batch, *, loss_fn: LossFn) -> jax.Array:
+  """The loss of one batch, no update."""
+  return loss_fn(params, batch)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+class RegionData:
+  """Regions of a list of images, gathered per batch from the reflect-padded images.
+
+  Only the padded images and an (N, 2) index of (image, region) pairs are stored: the full
+  data set as materialised regions would take ~1.7 GB (scorer) or ~5 GB (3-channel labels).
+  """
+
+  def __init__(self, examples: Sequence[data_lib.Example], geom: regions_lib.RegionGeometry):
+    self.geom = geom
+    self.images = [regions_lib.reflect_pad(data_lib.normalize(ex.image), geom.pad)
+                   for ex in examples]
+    self.labels = [regions_lib.reflect_pad(np.asarray(ex.labels, np.int32), geom.pad)
+                   for ex in examples]
+    origins, index, scores = [], [], []
+    for k, ex in enumerate(examples):
+      o = regions_lib.region_origins(ex.image.shape, geom) + geom.pad
+      origins.append(o)
+      index.append(np.stack([np.full(len(o), k), np.arange(len(o))], axis=-1))
+      scores.append(regions_lib.score_labels(regions_lib.extract_regions(ex.labels, geom), geom))
+    self.origins = origins
+    self.index = np.concatenate(index).astype(np.int64) if index else np.zeros((0, 2), np.int64)
+    self.scores = (np.concatenate(scores).astype(np.float32) if scores
+                   else np.zeros((0,), np.float32))
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def _gather(self, arrays: list[np.ndarray], items: np.ndarray) -> np.ndarray:
+    h, w = self.geom.shape
+    out = []
+    for k, r in self.index[items]:
+      y, x = self.origins[k][r]
+      out.append(arrays[k][y:y + h, x:x + w])
+    return np.stack(out)
+
+  def image_regions(self, items: np.ndarray) -> np.ndarray:
+    """(B, h, w) float32 image regions of the given items."""
+    return self._gather(self.images, items)
+
+  def instance_regions(self, items: np.ndarray) -> np.ndarray:
+    """(B, h, w) int32 instance-label regions of the given items."""
+    return self._gather(self.labels, items)
+
+
+@dataclasses.dataclass
+class ScorerData:
+  """All regions of the images with their label scores."""
+
+  regions: RegionData
+
+  def __len__(self) -> int:
+    return len(self.regions)
+
+  def batch(self, items: np.ndarray, rng: np.random.Generator) -> Batch:
+    del rng  # Regions are fixed; only their order is random.
+    return {"regions": self.regions.image_regions(items), "scores": self.regions.scores[items]}
+
+
+@dataclasses.dataclass
+class SegmenterData:
+  """The selected regions (a subset of `regions`) with their 3-channel central labels."""
+
+  regions: RegionData
+  selected: np.ndarray  # (N,) int64 items of `regions`.
+
+  def __len__(self) -> int:
+    return len(self.selected)
+
+  def batch(self, items: np.ndarray, rng: np.random.Generator) -> Batch:
+    del rng
+    chosen = self.selected[items]
+    labels = regions_lib.central_labels(self.regions.instance_regions(chosen), self.regions.geom)
+    return {"regions": self.regions.image_regions(chosen), "labels": labels}
+
+
+class UNetData:
+  """Whole images padded to one shape divisible by 2**depth, or random square crops of them.
+
+  Padding (reflect) carries weight 0 in the loss, so every real pixel counts exactly once.
+  """
+
+  def __init__(self, examples: Sequence[data_lib.Example], depth: int, crop_size: int):
+    multiple = 2**depth
+    shapes = np.array([ex.image.shape for ex in examples]).reshape(-1, 2)
+    target = np.maximum(shapes.max(axis=0, initial=1), crop_size)
+    self.shape = tuple(int(-(-n // multiple) * multiple) for n in target)
+    self.crop_size = crop_size
+    images, fg, weight = [], [], []
+    for ex in examples:
+      pads = [(0, t - n) for n, t in zip(ex.image.shape, self.shape)]
+      images.append(np.pad(data_lib.normalize(ex.image), pads, mode="reflect"))
+      fg.append(np.pad(ex.labels > 0, pads, mode="reflect"))
+      weight.append(np.pad(np.ones(ex.image.shape, bool), pads))
+    self.images = np.stack(images) if images else np.zeros((0,) + self.shape, np.float32)
+    self.foreground = np.stack(fg) if fg else np.zeros((0,) + self.shape, bool)
+    self.weight = np.stack(weight) if weight else np.zeros((0,) + self.shape, bool)
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def batch(self, items: np.ndarray, rng: Optional[np.random.Generator]) -> Batch:
+    """(B, H, W, 1) images, foreground and weight; random crops when crop_size > 0 and rng."""
+    arrays = [self.images[items], self.foreground[items], self.weight[items]]
+    if self.crop_size and rng is not None:
+      s = self.crop_size
+      ys = rng.integers(0, self.shape[0] - s + 1, size=len(items))
+      xs = rng.integers(0, self.shape[1] - s + 1, size=len(items))
+      arrays = [np.stack([a[b, y:y + s, x:x + s] for b, (y, x) in enumerate(zip(ys, xs))])
+                for a in arrays]
+    images, fg, weight = (a[..., None].astype(np.float32) for a in arrays)
+    return {"images": images, "foreground": fg, "weight": weight}
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, stage: str, epoch: int,
+                  max_items: int = 0) -> np.ndarray:
+  """(steps, B) item indices of one epoch: a permutation from (seed, stage, epoch).
+
+  B = min(batch_size, num_items) so every batch has the same shape (one compilation); the last
+  batch is filled up from the start of the permutation. `max_items > 0` keeps only that many
+  items of the permutation (a fresh random subset every epoch).
+  """
+  if num_items == 0:
+    raise ValueError(f"{stage}: no training items")
+  order = np.random.default_rng([seed, STAGE_IDS[stage], epoch]).permutation(num_items)
+  if max_items > 0:
+    order = order[:max_items]
+  b = min(batch_size, len(order))
+  steps = -(-len(order) // b)
+  return np.resize(order, steps * b).reshape(steps, b)
+
+
+def batch_rng(seed: int, stage: str, epoch: int, index: int) -> np.random.Generator:
+  """The generator for the random parts (crops) of one batch."""
+  return np.random.default_rng([seed, STAGE_IDS[stage], epoch, index, 1])
+
+
+# --- stages --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stage:
+  """Everything the loop needs to train one stage."""
+
+  name: str
+  loss_fn: LossFn  # (params, batch) -> scalar.
+  init_params: Callable[[jax.Array], Any]  # rng -> params.
+  learning_rate: float
+  epochs: int
+  batch_size: int
+  unit: str  # What one batch item is, for the rate: "regions" or "images".
+  train: Any  # ScorerData | SegmenterData | UNetData
+  val: Any
+  max_train_items: int = 0
+  max_eval_items: int = 0
+
+
+def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
+  """Adam, as in the thesis for every stage."""
+  return optax.adam(learning_rate)
+
+
+def _scorer_model(config: ml_collections.ConfigDict) -> Any:
+  return scorer_lib.Scorer(hidden=config.scorer.hidden)
+
+
+def _segmenter(config: ml_collections.ConfigDict) -> Any:
+  return segmenter_lib.Segmenter.from_config(config)
+
+
+def _unet_model(config: ml_collections.ConfigDict) -> Any:
+  return unet_lib.UNet(base_features=config.unet.base_features, depth=config.unet.depth)
+
+
+def init_params(stage: str, config: ml_collections.ConfigDict, rng: jax.Array) -> Any:
+  """Fresh parameters of one stage's model."""
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  if stage == "scorer":
+    return _scorer_model(config).init(rng, jnp.zeros((1,) + geom.shape))["params"]
+  if stage == "segmenter":
+    return _segmenter(config).init(rng)
+  if stage == "unet":
+    side = 2**config.unet.depth
+    return _unet_model(config).init(rng, jnp.zeros((1, side, side, 1)))["params"]
+  raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_IDS)}")
+
+
+def stage_rng(stage: str, config: ml_collections.ConfigDict) -> jax.Array:
+  """The initialisation key of a stage: the seed folded with the stage id."""
+  # "rbg" keys: XLA:CPU compiles a threefry initialiser per layer slowly (a depth-2 U-Net's
+  # init took 14 s to compile with threefry, 2.5 s with rbg); the numbers stay deterministic.
+  return jax.random.fold_in(jax.random.key(config.seed, impl="rbg"), STAGE_IDS[stage])
+
+
+def abstract_state(stage: str, config: ml_collections.ConfigDict) -> TrainState:
+  """Shapes and dtypes of a stage's TrainState (the restore target), computed without FLOPs."""
+  tx = make_optimizer(getattr(config, stage).learning_rate)
+  return jax.eval_shape(
+      lambda: create_train_state(init_params(stage, config, stage_rng(stage, config)), tx))
+
+
+def checkpoint_dir(workdir: PathLike, stage: str) -> pathlib.Path:
+  """`<workdir>/checkpoints/<stage>` (absolute, as Orbax requires)."""
+  return pathlib.Path(workdir).resolve() / "checkpoints" / stage
+
+
+def _checkpoint_manager(workdir: PathLike, stage: str,
+                        config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir, stage),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True))
+
+
+def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
+  """The parameters of a stage's latest checkpoint; FileNotFoundError if there is none."""
+  with _checkpoint_manager(workdir, stage, config) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no {stage} checkpoint under {checkpoint_dir(workdir, stage)}")
+    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state(stage, config)))
+  return state.params
+
+
+def _selected_by_scorer(examples: Sequence[data_lib.Example], scorer_params: Any,
+                        config: ml_collections.ConfigDict) -> np.ndarray:
+  """Items (image-major, as in RegionData) whose *predicted* score passes the threshold."""
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  scores = [scorer_lib.score_image(scorer_params, data_lib.normalize(ex.image), geom,
+                                   config.predict.shape_bucket).ravel() for ex in examples]
+  scores = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
+  return scorer_lib.select_regions(scores, config.scorer.threshold)
+
+
+def build_stage(stage: str, config: ml_collections.ConfigDict,
+                train_examples: Sequence[data_lib.Example],
+                val_examples: Sequence[data_lib.Example],
+                scorer_params: Optional[Callable[[], Any]] = None) -> Stage:
+  """The loss, initialiser and data of one stage."""
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  max_eval = config.train.max_eval_regions
+  if stage == "scorer":
+    model = _scorer_model(config)
+    return Stage(
+        name=stage, loss_fn=lambda p, b: scorer_loss(model, p, b),
+        init_params=lambda rng: init_params(stage, config, rng),
+        learning_rate=config.scorer.learning_rate, epochs=config.scorer.epochs,
+        batch_size=config.scorer.batch_size, unit="regions",
+        train=ScorerData(RegionData(train_examples, geom)),
+        val=ScorerData(RegionData(val_examples, geom)), max_eval_items=max_eval)
+  if stage == "segmenter":
+    segmenter = _segmenter(config)
+    train_regions, val_regions = RegionData(train_examples, geom), RegionData(val_examples, geom)
+    if config.segmenter.train_regions == "label":
+      train_sel = scorer_lib.select_regions(train_regions.scores, config.scorer.threshold)
+    elif config.segmenter.train_regions == "scorer":
+      if scorer_params is None:
+        raise ValueError('segmenter.train_regions == "scorer" needs a trained scorer')
+      train_sel = _selected_by_scorer(train_examples, scorer_params(), config)
+    else:
+      raise ValueError(f"unknown segmenter.train_regions {config.segmenter.train_regions!r}; "
+                       'expected "label" or "scorer"')
+    if len(train_sel) == 0:
+      raise ValueError(f"segmenter: no training region's {config.segmenter.train_regions} score "
+                       f"passes scorer.threshold = {config.scorer.threshold}")
+    # Validation always uses label scores: its loss then measures the segmenter alone.
+    val_sel = scorer_lib.select_regions(val_regions.scores, config.scorer.threshold)
+    return Stage(
+        name=stage, loss_fn=lambda p, b: segmenter_loss(segmenter, p, b),
+        init_params=segmenter.init,
+        learning_rate=config.segmenter.learning_rate, epochs=config.segmenter.epochs,
+        batch_size=config.segmenter.batch_size, unit="regions",
+        train=SegmenterData(train_regions, train_sel), val=SegmenterData(val_regions, val_sel),
+        max_train_items=config.segmenter.max_train_regions, max_eval_items=max_eval)
+  if stage == "unet":
+    model = _unet_model(config)
+    return Stage(
+        name=stage, loss_fn=lambda p, b: unet_loss(model, p, b),
+        init_params=lambda rng: init_params(stage, config, rng),
+        learning_rate=config.unet.learning_rate, epochs=config.unet.epochs,
+        batch_size=config.unet.batch_size, unit="images",
+        train=UNetData(train_examples, config.unet.depth, config.unet.crop_size),
+        # Validation on whole images: the loss the predictions are made with.
+        val=UNetData(val_examples, config.unet.depth, 0))
+  raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_IDS)}")
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+class MetricsLog:
+  """Scalars to TensorBoard event files and to `<workdir>/metrics.jsonl` (one JSON per line)."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self._writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
+    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+
+  def write(self, stage: str, step: int, **scalars: float) -> None:
+    for key, value in scalars.items():
+      if key != "epoch":
+        self._writer.add_scalar(f"{stage}/{key}", value, step)
+    self._jsonl.write(json.dumps({"stage": stage, "step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+    self._jsonl.close()
+
+
+def evaluate(stage: Stage, params: Any, eval_fn: Callable[[Any, Batch], jax.Array],
+             seed: int) -> float:
+  """Mean loss over the validation items (a fixed random subset if max_eval_items > 0).
+
+  Items go in batches of the training batch size, the remainder in one smaller batch, and the
+  batch means are weighted by batch length, so this is the exact mean over items.
+  """
+  n = len(stage.val)
+  if n == 0:
+    return float("nan")
+  items = np.arange(n)
+  if 0 < stage.max_eval_items < n:
+    rng = np.random.default_rng([seed, STAGE_IDS[stage.name], 2**31 - 1])
+    items = np.sort(rng.choice(n, stage.max_eval_items, replace=False))
+  total = 0.0
+  for i in range(0, len(items), stage.batch_size):
+    chunk = items[i:i + stage.batch_size]
+    total += float(eval_fn(params, stage.val.batch(chunk, None))) * len(chunk)
+  return total / len(items)
+
+
+def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                log: MetricsLog) -> tuple[TrainState, dict[str, float]]:
+  """Trains (or resumes) one stage to its last step; returns the state and final metrics."""
+  tx = make_optimizer(stage.learning_rate)
+  init_fn = lambda: create_train_state(stage.init_params(stage_rng(stage.name, config)), tx)
+  step_fn = jax.jit(lambda s, b: train_step(s, b, loss_fn=stage.loss_fn, tx=tx))
+  eval_fn = jax.jit(lambda p, b: eval_step(p, b, loss_fn=stage.loss_fn))
+
+  steps_per_epoch = len(epoch_batches(len(stage.train), stage.batch_size, config.seed,
+                                      stage.name, 0, stage.max_train_items))
+  total_steps = stage.epochs * steps_per_epoch
+  end_step = min(total_steps, config.train.max_steps) if config.train.max_steps > 0 else total_steps
+
+  metrics: dict[str, float] = {}
+  with _checkpoint_manager(workdir, stage.name, config) as mngr:
+    latest = mngr.latest_step()
+    if latest is None:
+      # Under jit: eager Flax init compiles every layer's ops one by one (~15 s for a U-Net).
+      state = jax.jit(init_fn)()
+    else:
+      state = mngr.restore(latest, args=ocp.args.StandardRestore(jax.eval_shape(init_fn)))
+      logging.info("%s: resumed from step %d", stage.name, latest)
+    step = int(state.step)
+    logging.info("%s: %d items, %d steps/epoch, steps %d -> %d of %d", stage.name,
+                 len(stage.train), steps_per_epoch, step, end_step, total_steps)
+
+    def save() -> None:
+      if mngr.latest_step() != step:
+        mngr.save(step, args=ocp.args.StandardSave(state))
+
+    def validate() -> None:
+      metrics["val_loss"] = evaluate(stage, state.params, eval_fn, config.seed)
+      log.write(stage.name, step, epoch=step / steps_per_epoch, val_loss=metrics["val_loss"])
+
+    bar = tqdm.tqdm(total=end_step, initial=step, desc=stage.name, unit="step", disable=None)
+    window_losses, window_items, window_start = [], 0, time.perf_counter()
+    start_step, start_time = step, window_start
+    while step < end_step:
+      epoch, first = divmod(step, steps_per_epoch)
+      plan = epoch_batches(len(stage.train), stage.batch_size, config.seed, stage.name, epoch,
+                           stage.max_train_items)
+      for index in range(first, min(steps_per_epoch, first + end_step - step)):
+        batch = stage.train.batch(plan[index], batch_rng(config.seed, stage.name, epoch, index))
+        state, loss = step_fn(state, batch)
+        step += 1
+        loss = float(loss)
+        if not math.isfinite(loss):
+          raise FloatingPointError(f"{stage.name}: non-finite loss {loss} at step {step}")
+        window_losses.append(loss)
+        window_items += len(plan[index])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4g}")
+        if step % config.train.log_every_steps == 0 or step == end_step:
+          now = time.perf_counter()
+          rate = window_items / max(now - window_start, 1e-9)
+          eta = (end_step - step) * (now - start_time) / (step - start_step)
+          metrics["train_loss"] = float(np.mean(window_losses))
+          log.write(stage.name, step, epoch=step / steps_per_epoch,
+                    loss=metrics["train_loss"], lr=stage.learning_rate,
+                    **{f"{stage.unit}_per_s": rate})
+          logging.info("%s step %d/%d epoch %.2f loss %.5g %.1f %s/s ETA %.0f s", stage.name,
+                       step, end_step, step / steps_per_epoch, metrics["train_loss"], rate,
+                       stage.unit, eta)
+          window_losses, window_items, window_start = [], 0, now
+      epochs_done = step // steps_per_epoch
+      if step % steps_per_epoch == 0 and step < end_step:
+        if epochs_done % config.train.eval_every_epochs == 0:
+          validate()
+        if epochs_done % config.train.checkpoint_every_epochs == 0:
+          save()
+    bar.close()
+    save()
+    validate()
+    mngr.wait_until_finished()
+  metrics.update(step=step, epoch=step / steps_per_epoch)
+  return state, metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> dict:
+  """Trains `config.stages` in order in `workdir`; returns the final metrics per stage."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  for stage in config.stages:
+    if stage not in STAGE_IDS:
+      raise ValueError(f"unknown stage {stage!r} in config.stages; expected {tuple(STAGE_IDS)}")
+
+  train_examples = data_lib.load_examples(config.data, config.data.train_split)
+  val_examples = data_lib.load_examples(config.data, "validation")
+  logging.info("data: %d training, %d validation images (%s)", len(train_examples),
+               len(val_examples), config.data.source)
+
+  states: dict[str, TrainState] = {}
+
+  def scorer_params() -> Any:
+    if "scorer" in states:
+      return states["scorer"].params
+    return load_params(workdir, "scorer", config)
+
+  results = {}
+  log = MetricsLog(workdir)
+  try:
+    for name in config.stages:
+      stage = build_stage(name, config, train_examples, val_examples, scorer_params)
+      states[name], results[name] = train_stage(stage, config, workdir, log)
+  finally:
+    log.close()
+  return results

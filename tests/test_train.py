@@ -1,0 +1,197 @@
+"""Training loop: one step per stage, checkpoints, exact resume, config flags, fail-fast on NaN."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import test as test_config
+from spiralnet_jax import data as data_lib
+from spiralnet_jax import regions as regions_lib
+from spiralnet_jax import train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(stage, **train):
+  config = test_config.get_config()
+  config.stages = (stage,)
+  for stage_name in ("scorer", "segmenter", "unet"):
+    config[stage_name].epochs = 4
+  for key, value in train.items():
+    config.train[key] = value
+  return config
+
+
+def _records(workdir, stage):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r["stage"] == stage]
+
+
+@pytest.mark.parametrize("stage", ["scorer", "segmenter", "unet"])
+def test_one_step_per_stage_writes_checkpoint_config_and_finite_metrics(stage, tmp_path):
+  config = _config(stage, max_steps=1)
+  results = train_lib.train_and_evaluate(config, tmp_path)
+
+  assert list(results) == [stage]
+  assert results[stage]["step"] == 1
+  assert sorted(p.name for p in train_lib.checkpoint_dir(tmp_path, stage).iterdir()) == ["1"]
+  assert json.loads((tmp_path / "config.json").read_text())["stages"] == [stage]
+  records = _records(tmp_path, stage)
+  train_records = [r for r in records if "loss" in r]
+  val_records = [r for r in records if "val_loss" in r]
+  assert [r["step"] for r in train_records] == [1]
+  assert [r["step"] for r in val_records] == [1]
+  assert math.isfinite(train_records[0]["loss"]) and math.isfinite(val_records[0]["val_loss"])
+  assert train_records[0]["lr"] == getattr(config, stage).learning_rate
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  # The checkpoint restores into the same tree of parameters.
+  params = train_lib.load_params(tmp_path, stage, config)
+  abstract = train_lib.abstract_state(stage, config).params
+  assert jax.tree.structure(params) == jax.tree.structure(abstract)
+
+
+# Steps per epoch with configs/test.py: scorer 5 (40 regions, batch 8), segmenter 2, unet 2.
+@pytest.mark.parametrize("stage, stop, end", [("scorer", 3, 7), ("segmenter", 1, 3),
+                                              ("unet", 1, 3)])
+def test_restart_resumes_at_checkpoint_and_matches_uninterrupted_run(stage, stop, end, tmp_path):
+  stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+  train_lib.train_and_evaluate(_config(stage, max_steps=stop), stopped)
+  assert train_lib.checkpoint_dir(stopped, stage).joinpath(str(stop)).is_dir()
+  train_lib.train_and_evaluate(_config(stage, max_steps=end), stopped)
+  train_lib.train_and_evaluate(_config(stage, max_steps=end), straight)
+
+  # The second run started at step stop + 1, not 1, and crossed an epoch boundary.
+  steps = [r["step"] for r in _records(stopped, stage) if "loss" in r]
+  assert steps == list(range(1, end + 1))
+  assert [r["epoch"] for r in _records(stopped, stage) if "loss" in r][-1] > 1
+  resumed = train_lib.load_params(stopped, stage, _config(stage))
+  uninterrupted = train_lib.load_params(straight, stage, _config(stage))
+  assert jax.tree.structure(resumed) == jax.tree.structure(uninterrupted)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_non_finite_loss_raises_naming_stage_and_step(tmp_path, monkeypatch):
+  real_batch = train_lib.ScorerData.batch
+  calls = []
+
+  def batch_with_nan_at_second_step(self, items, rng):
+    batch = real_batch(self, items, rng)
+    calls.append(None)
+    if len(calls) == 2:
+      batch["scores"] = np.full_like(batch["scores"], np.nan)
+    return batch
+
+  monkeypatch.setattr(train_lib.ScorerData, "batch", batch_with_nan_at_second_step)
+  with pytest.raises(FloatingPointError, match=r"^scorer: non-finite loss nan at step 2$"):
+    train_lib.train_and_evaluate(_config("scorer", max_steps=3), tmp_path)
+
+
+def _train_py(tmp_path, *overrides):
+  command = [sys.executable, str(REPO / "train.py"), "--config=configs/test.py",
+             f"--workdir={tmp_path}", "--config.stages=('scorer',)",
+             "--config.train.max_steps=1", *overrides]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_config_override_reaches_training(tmp_path):
+  proc = _train_py(tmp_path, "--config.scorer.learning_rate=0.0123")
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads((tmp_path / "config.json").read_text())["scorer"]["learning_rate"] == 0.0123
+  # The learning rate the loop logs is the one it trained with.
+  assert [r["lr"] for r in _records(tmp_path, "scorer") if "lr" in r] == [0.0123]
+  assert str(train_lib.checkpoint_dir(tmp_path, "scorer")) in proc.stdout
+
+
+def test_unknown_config_field_is_a_one_line_error_naming_it(tmp_path):
+  proc = _train_py(tmp_path, "--config.scorer.learnin_rate=0.1")
+  assert proc.returncode != 0
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert "'scorer.learnin_rate'" in lines[0] and "learning_rate" in lines[0]
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_epoch_batches_is_a_seeded_permutation_of_fixed_batch_shape():
+  plan = train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3)
+  assert plan.shape == (3, 4)
+  assert sorted(set(plan.ravel().tolist())) == list(range(10))
+  assert np.array_equal(plan.ravel()[10:], plan.ravel()[:2])  # Last batch filled from the start.
+  np.testing.assert_array_equal(
+      plan, train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3))
+  assert not np.array_equal(plan, train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=4))
+  assert not np.array_equal(plan, train_lib.epoch_batches(10, 4, seed=1, stage="scorer", epoch=3))
+  assert train_lib.epoch_batches(3, 8, seed=0, stage="unet", epoch=0).shape == (1, 3)
+  subset = train_lib.epoch_batches(10, 2, seed=0, stage="segmenter", epoch=0, max_items=4)
+  assert subset.shape == (2, 2) and len(set(subset.ravel().tolist())) == 4
+
+
+def test_segmenter_data_is_label_selected_regions_with_central_labels():
+  config = test_config.get_config()
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  examples = data_lib.load_examples(config.data, "training")
+  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
+
+  cuts = [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
+          for ex in examples]
+  scores = np.concatenate([c.scores for c in cuts])
+  expected = np.flatnonzero(scores > config.scorer.threshold)
+  assert len(expected) > 0
+  np.testing.assert_array_equal(stage.train.selected, expected)
+  batch = stage.train.batch(np.arange(len(expected)), None)
+  np.testing.assert_array_equal(batch["regions"],
+                                np.concatenate([c.regions for c in cuts])[expected])
+  np.testing.assert_array_equal(batch["labels"],
+                                np.concatenate([c.labels for c in cuts])[expected])
+
+
+@pytest.mark.parametrize("bias, selects_all", [(0.5, True), (0.3, False)])
+def test_segmenter_trains_on_regions_the_scorer_passes(bias, selects_all):
+  # A scorer with zero weights scores every region `bias`: all pass t = 0.4, or none does.
+  config = test_config.get_config()
+  config.segmenter.train_regions = "scorer"
+  examples = data_lib.load_examples(config.data, "training")
+  params = jax.tree.map(np.zeros_like, train_lib.init_params("scorer", config, jax.random.key(0)))
+  params["out"]["bias"] = np.array([bias], np.float32)
+  build = lambda: train_lib.build_stage("segmenter", config, examples, examples[:1],
+                                        scorer_params=lambda: params)
+  if selects_all:
+    stage = build()
+    np.testing.assert_array_equal(stage.train.selected, np.arange(len(stage.train.regions)))
+  else:
+    with pytest.raises(ValueError, match="no training region's scorer score passes"):
+      build()
+
+
+def test_scorer_data_pairs_every_region_with_its_label_score():
+  config = test_config.get_config()
+  geom = regions_lib.RegionGeometry.from_config(config.regions)
+  examples = data_lib.load_examples(config.data, "training")
+  stage = train_lib.build_stage("scorer", config, examples, examples[:1])
+  cuts = [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
+          for ex in examples]
+  batch = stage.train.batch(np.arange(len(stage.train)), None)
+  np.testing.assert_array_equal(batch["regions"], np.concatenate([c.regions for c in cuts]))
+  np.testing.assert_array_equal(batch["scores"], np.concatenate([c.scores for c in cuts]))
+
+
+def test_unet_data_pads_with_zero_weight_and_crops_inside():
+  image = np.arange(30 * 37, dtype=np.uint16).reshape(30, 37)
+  labels = (np.arange(30 * 37).reshape(30, 37) % 3 == 0).astype(np.int32)
+  data = train_lib.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=0)
+  batch = data.batch(np.array([0]), None)
+  assert batch["images"].shape == (1, 32, 40, 1)
+  assert batch["weight"].sum() == 30 * 37 and batch["weight"][0, :30, :37].all()
+  np.testing.assert_array_equal(batch["images"][0, :30, :37, 0], data_lib.normalize(image))
+  np.testing.assert_array_equal(batch["foreground"][0, :30, :37, 0], labels > 0)
+
+  cropped = train_lib.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=16)
+  crop = cropped.batch(np.array([0, 0]), np.random.default_rng(0))
+  assert crop["images"].shape == (2, 16, 16, 1)

@@ -1,0 +1,73 @@
+"""Trains SpiralNet (or the U-Net baseline) as a config says.
+
+    python train.py --config=configs/demo.py --workdir=workdir/demo
+    python train.py --config=configs/spiral.py --workdir=workdir/spiral \
+        --config.segmenter.learning_rate=3e-4
+
+The work is in `spiralnet_jax.train_lib`; this file only parses flags. Rerunning with the same
+workdir resumes every stage from its latest checkpoint.
+"""
+
+import logging as py_logging
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from spiralnet_jax import train_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json and logs.")
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (configs/*.py).", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
+  """Drops Orbax's INFO records (~30 lines per checkpoint save) so the progress lines show."""
+  return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  logging.get_absl_handler().addFilter(_hide_orbax_info)
+  results = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  for stage, metrics in results.items():
+    print(f"{stage}: " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
+  for stage in results:
+    print(f"{stage} checkpoints: {train_lib.checkpoint_dir(FLAGS.workdir, stage)}")
+  print(f"logs: {FLAGS.workdir}/metrics.jsonl, TensorBoard: tensorboard --logdir "
+        f"{FLAGS.workdir}/tensorboard")
+
+
+def _unknown_field(argv: list[str], error: Exception) -> str:
+  """A one-line message naming the `--config.<path>` whose field the config does not have."""
+  text = str(error)
+  hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+  missing = hint.group(2) if hint else (re.findall(r"\w+", text) or ["?"])[0]
+  path = missing
+  for arg in argv:
+    name = arg.split("=", 1)[0]
+    if name.startswith("--config.") and missing in name.split(".")[1:]:
+      path = name.removeprefix("--config.")
+  suggestion = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+  return f"unknown config field {path!r}{suggestion}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown `--config.<field>` as one line instead of a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError) as e:
+    # config_flags raises a bare KeyError / AttributeError ("Did you mean ...") for a field
+    # the config does not have; with lock_config=True no new field can be added.
+    sys.exit(f"train.py: error: {_unknown_field(argv, e)}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

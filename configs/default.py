@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_num_train = 8
   config.data.synthetic_num_eval = 4
   config.data.synthetic_shape = (128, 160)
+  # Chance that a nucleus is placed touching an earlier one (the rest fall at random).
+  config.data.synthetic_touch_probability = 0.35
   # Limit the number of images per split (0 = all); used by demo/CPU configs.
   config.data.max_images = 0
 
@@ -73,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.continuation.enabled = True
   config.continuation.max_moves = 4
   config.continuation.threshold = 0.5  # central object = channel 0 > threshold.
+  # Keep only the part of that mask 4-connected to the region's centre window (or, for a moved
+  # region, to its parent's object): disconnected blobs belong to other nuclei.
+  config.continuation.connected_only = True
 
   config.assembly = ml_collections.ConfigDict()
   config.assembly.threshold = 0.5

@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+import scipy.ndimage
 
 from spiralnet_jax import regions
 
@@ -48,6 +49,41 @@ def central_probs(probs: np.ndarray) -> np.ndarray:
   """(P, h, w) float32 channel 0 of (P, h, w, 3) probabilities; (P, h, w) passes through."""
   probs = np.asarray(probs, np.float32)
   return probs[..., 0] if probs.ndim == 4 else probs
+
+
+# 4-connectivity within each (h, w) plane and none across the piece axis: one
+# scipy.ndimage.label call labels every piece's components separately.
+_PLANE_CROSS = np.array([np.zeros((3, 3)), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3))],
+                        bool)
+
+
+def anchored_components(central: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+  """(P, h, w) bool: the 4-connected components of `central` that touch `anchor`, per piece.
+
+  A region's central object is one connected nucleus; foreground the segmenter marked central
+  but that is not connected to the anchor (the region centre, or the parent piece's object)
+  belongs to another nucleus and would otherwise merge with it in assembly.
+  """
+  central = np.asarray(central, bool)
+  labels, _ = scipy.ndimage.label(central, structure=_PLANE_CROSS)
+  keep = np.zeros(int(labels.max(initial=0)) + 1, bool)
+  keep[labels[np.asarray(anchor, bool) & central]] = True
+  keep[0] = False
+  return keep[labels]
+
+
+def centre_anchor(num: int, geom: regions.RegionGeometry) -> np.ndarray:
+  """(num, h, w) bool: the central c×c score window of every region (c = score_window)."""
+  anchor = np.zeros(geom.shape, bool)
+  anchor[geom.score_slices()] = True
+  return np.broadcast_to(anchor, (num,) + geom.shape)
+
+
+def keep_connected(probs: np.ndarray, anchor: np.ndarray, threshold: float) -> np.ndarray:
+  """`probs` (P, h, w, 3) with channel 0 zeroed outside the anchored central components."""
+  probs = np.array(probs, np.float32)
+  probs[..., 0] *= anchored_components(probs[..., 0] > threshold, anchor)
+  return probs
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -146,7 +182,7 @@ def _in_central_area(centres: np.ndarray, objects: np.ndarray, origins: np.ndarr
 
 def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
                      geom: regions.RegionGeometry, max_moves: int, threshold: float,
-                     batch_size: int) -> Pieces:
+                     batch_size: int, connected_only: bool = False) -> Pieces:
   """Follows objects out of their regions; returns `first` plus all new pieces (channel 0).
 
   Args:
@@ -159,6 +195,8 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
     max_moves: most moves (new pieces) per object; also the number of rounds.
     threshold: central object = channel 0 > threshold.
     batch_size: the batch size `segment_fn` is compiled for.
+    connected_only: keep only the central components of a moved piece that touch its parent's
+      object (shifted into the new frame); see `keep_connected`.
 
   Returns:
     Pieces (origins, (P', h, w) central probabilities, object ids), `first` in front.
@@ -217,6 +255,8 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
     parent, edge, objects, origins = parent[order], edge[order], objects[order], origins[order]
     seeds = shift_masks(f_probs[parent], origins - f_origins[parent])
     probs = run_batched(segment_fn, crop_regions(padded, pad, origins, geom), seeds, batch_size)
+    if connected_only:
+      probs = keep_connected(probs, seeds[..., 0] > threshold, threshold)
     all_origins.append(origins)
     all_probs.append(probs[..., 0])
     all_ids.append(unique_ids[objects])

@@ -107,18 +107,6 @@ def _count_nuclei(instances: np.ndarray) -> int:
   return int(len(np.unique(instances[instances != 0])))
 
 
-def _ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
-  """Pooled P/R/F1 from summed counts, with `metrics.channel_scores`' 0/0 convention."""
-  tp, fp, fn = (np.asarray(x, np.float64) for x in (tp, fp, fn))
-  perfect = (fp == 0) & (fn == 0)
-
-  def ratio(num, den):
-    return np.where(den > 0, num / np.maximum(den, 1), np.where(perfect, 1.0, 0.0))
-
-  return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
-          "f1": ratio(2 * tp, 2 * tp + fp + fn)}
-
-
 def _region_targets(image: np.ndarray, labels: np.ndarray,
                     geom: regions_lib.RegionGeometry) -> tuple[regions_lib.CutRegions, np.ndarray]:
   """All regions with label scores and 3-channel labels, and whether each centre is nucleus."""
@@ -196,7 +184,7 @@ def evaluate_split(model: Model, examples: Sequence[data_lib.Example],
     result["segmenter"] = {"channels": list(CHANNELS), "num_regions": num_seg_regions,
                            "threshold": float(config.scorer.threshold),
                            "tp": seg_counts[0], "fp": seg_counts[1], "fn": seg_counts[2],
-                           **_ratios(*seg_counts)}
+                           **metrics.prf(*seg_counts)}
   return SplitResult(metrics=_jsonable(result), rows=_jsonable(rows), shown=shown)
 
 

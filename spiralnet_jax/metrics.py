@@ -39,7 +39,7 @@ def _ratio(num: np.ndarray, den: np.ndarray, perfect: np.ndarray) -> np.ndarray:
   return np.where(den > 0, num / safe, np.where(perfect, 1.0, 0.0))
 
 
-def _prf(tp, fp, fn) -> dict:
+def prf(tp, fp, fn) -> dict:
   """Precision, recall, F1 from counts (arrays broadcast), with the module's 0/0 convention."""
   tp, fp, fn = (np.asarray(x, np.float64) for x in (tp, fp, fn))
   perfect = (fp == 0) & (fn == 0)
@@ -69,8 +69,8 @@ def pixel_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
   """
   counts = np.array([pixel_counts(t, p) for t, p in pairs], np.int64).reshape(-1, 3)
   tp, fp, fn = counts.sum(axis=0)
-  pooled = _prf(tp, fp, fn)
-  per_image = _prf(counts[:, 0], counts[:, 1], counts[:, 2])
+  pooled = prf(tp, fp, fn)
+  per_image = prf(counts[:, 0], counts[:, 1], counts[:, 2])
   out = {"tp": int(tp), "fp": int(fp), "fn": int(fn), "num_images": len(counts)}
   out.update({k: float(v) for k, v in pooled.items()})
   for k, v in per_image.items():
@@ -96,7 +96,7 @@ def channel_scores(pred_probs: np.ndarray, labels: np.ndarray, threshold: float 
   tp = np.count_nonzero(pred & true, axis=axes)
   fp = np.count_nonzero(pred & ~true, axis=axes)
   fn = np.count_nonzero(~pred & true, axis=axes)
-  return {"tp": tp, "fp": fp, "fn": fn, **_prf(tp, fp, fn)}
+  return {"tp": tp, "fp": fp, "fn": fn, **prf(tp, fp, fn)}
 
 
 # --- instance metrics ------------------------------------------------------------------------------

@@ -132,14 +132,18 @@ def _predict_pieces(predictor: Predictor, image: np.ndarray) -> continuation.Pie
   origins = regions_lib.region_origins(image.shape, geom)[selected]
   crops = continuation.crop_regions(regions_lib.reflect_pad(image, geom.pad), geom.pad, origins,
                                     geom)
-  first = continuation.Pieces(origins, segment_regions(predictor, crops),
-                              np.arange(len(origins), dtype=np.int32))
+  probs = segment_regions(predictor, crops)
+  if config.continuation.connected_only:
+    probs = continuation.keep_connected(probs, continuation.centre_anchor(len(probs), geom),
+                                        float(config.continuation.threshold))
+  first = continuation.Pieces(origins, probs, np.arange(len(origins), dtype=np.int32))
   if not config.continuation.enabled:
     return first._replace(probs=continuation.central_probs(first.probs))
   return continuation.continue_objects(
       _segment_fn(predictor), image, first, geom, max_moves=int(config.continuation.max_moves),
       threshold=float(config.continuation.threshold),
-      batch_size=int(config.predict.region_batch_size))
+      batch_size=int(config.predict.region_batch_size),
+      connected_only=bool(config.continuation.connected_only))
 
 
 def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:

@@ -51,10 +51,10 @@ def _bar():
   return _index_image(labels.shape), labels
 
 
-def _run(image, labels, first, max_moves, batch_size=4, calls=None):
+def _run(image, labels, first, max_moves, batch_size=4, calls=None, connected_only=False):
   return continuation.continue_objects(_true_segmenter(labels, calls), image, first, GEOM,
                                        max_moves=max_moves, threshold=0.5,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, connected_only=connected_only)
 
 
 def _instances(pieces, shape):
@@ -62,10 +62,11 @@ def _instances(pieces, shape):
                            min_size=1)[1]
 
 
-def test_bar_longer_than_region_is_followed_to_both_ends():
+@pytest.mark.parametrize("connected_only", [False, True])
+def test_bar_longer_than_region_is_followed_to_both_ends(connected_only):
   image, labels = _bar()
   first = _first_pieces(image, labels, [(21, 83)])  # Centre (47, 112): the bar's middle.
-  pieces = _run(image, labels, first, max_moves=4)
+  pieces = _run(image, labels, first, max_moves=4, connected_only=connected_only)
   # Hand-computed: the bar's edge pixels are region rows 21..32 (mean 26.5 -> 27), so the first
   # moves shift one row down; after that the bar sits on rows 20..31 (mean 25.5 -> 26).
   np.testing.assert_array_equal(pieces.origins,
@@ -206,3 +207,30 @@ def test_result_does_not_depend_on_batch_size(batch_size):
   b = _run(image, labels, first, max_moves=4, batch_size=2)
   np.testing.assert_array_equal(a.origins, b.origins)
   np.testing.assert_array_equal(a.probs, b.probs)
+
+
+def test_anchored_components_keep_only_blobs_touching_the_anchor_per_piece():
+  central = np.zeros((2, 6, 7), bool)
+  central[0, 1:3, 1:3] = True  # Touches the anchor.
+  central[0, 4:6, 4:7] = True  # Separate blob: another nucleus.
+  central[0, 3, 5] = True  # Only diagonally next to nothing kept: still separate.
+  central[1, 1:3, 1:3] = True  # Same place in the next piece, but its anchor is elsewhere.
+  anchor = np.zeros_like(central)
+  anchor[0, 2, 2] = True
+  anchor[1, 5, 0] = True
+  kept = continuation.anchored_components(central, anchor)
+  expected = np.zeros_like(central)
+  expected[0, 1:3, 1:3] = True
+  np.testing.assert_array_equal(kept, expected)
+
+
+def test_keep_connected_zeroes_channel_0_outside_the_centre_component_only():
+  geom = regions.RegionGeometry(height=9, width=11, stride=4, pad=4, score_window=3)
+  probs = np.full((1, 9, 11, 3), 0.25, np.float32)
+  probs[0, 3:6, 4:7, 0] = 0.9  # Covers the centre (4, 5).
+  probs[0, 0:2, 0:2, 0] = 0.8  # A separate blob in the corner.
+  out = continuation.keep_connected(probs, continuation.centre_anchor(1, geom), 0.5)
+  expected = probs.copy()
+  expected[0, :, :, 0] = np.where(probs[0, :, :, 0] > 0.5, probs[0, :, :, 0], 0.0)
+  expected[0, 0:2, 0:2, 0] = 0.0
+  np.testing.assert_array_equal(out, expected)

@@ -126,8 +126,14 @@ def test_pieces_without_continuation_are_the_selected_regions():
   np.testing.assert_array_equal(pieces.origins, origins)
   crops = continuation.crop_regions(np.pad(predict.prepare_image(image), 28, mode="reflect"),
                                     28, origins, geom)
-  expected = predictor.segmenter.apply(predictor.segmenter_params, crops)[..., 0]
-  np.testing.assert_allclose(pieces.probs, expected, rtol=1e-5, atol=1e-6)
+  probs = np.asarray(predictor.segmenter.apply(predictor.segmenter_params, crops))
+  np.testing.assert_allclose(pieces.probs, probs[..., 0] * continuation.anchored_components(
+      probs[..., 0] > 0.5, continuation.centre_anchor(5, geom)), rtol=1e-5, atol=1e-6)
+  # Without `connected_only` the pieces are the raw central probabilities.
+  raw_config = predictor.config.copy_and_resolve_references()
+  raw_config.continuation.connected_only = False
+  raw = predict.predict_pieces(dataclasses.replace(predictor, config=raw_config), image)
+  np.testing.assert_allclose(raw.probs, probs[..., 0], rtol=1e-5, atol=1e-6)
 
 
 def test_predict_is_assembly_of_predicted_pieces():

@@ -32,11 +32,14 @@ def synthetic_seed(split: str, index: int) -> int:
 
 
 def synthetic_split(split: str, num_images: int,
-                    shape: tuple[int, int] = synthetic.DEFAULT_SHAPE) -> list[Example]:
+                    shape: tuple[int, int] = synthetic.DEFAULT_SHAPE,
+                    touch_probability: float = synthetic.DEFAULT_TOUCH_PROBABILITY
+                    ) -> list[Example]:
   """`num_images` synthetic fields for a split, named `synthetic_<split>_<index>`."""
   examples = []
   for i in range(num_images):
-    image, labels = synthetic.generate(synthetic_seed(split, i), shape=tuple(shape))
+    image, labels = synthetic.generate(synthetic_seed(split, i), shape=tuple(shape),
+                                       touch_probability=touch_probability)
     examples.append(Example(name=f"synthetic_{split}_{i:03d}", image=image, labels=labels))
   return examples
 
@@ -61,5 +64,6 @@ def load_examples(data_config: ml_collections.ConfigDict, split: str) -> list[Ex
     num = data_config.synthetic_num_train if is_train else data_config.synthetic_num_eval
     if max_images > 0:
       num = min(num, max_images)
-    return synthetic_split(split, num, tuple(data_config.synthetic_shape))
+    return synthetic_split(split, num, tuple(data_config.synthetic_shape),
+                           data_config.synthetic_touch_probability)
   raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")

@@ -14,6 +14,7 @@ import scipy.ndimage
 import skimage.measure
 
 DEFAULT_SHAPE = (128, 160)
+DEFAULT_TOUCH_PROBABILITY = 0.35
 MAX_VALUE = 4095  # 12-bit camera range, as in BBBC039.
 
 
@@ -76,7 +77,7 @@ def _keep_largest_pieces(drawn: np.ndarray, min_area: int) -> np.ndarray:
 def generate(seed: int, shape: tuple[int, int] = DEFAULT_SHAPE,
              num_nuclei: Optional[int] = None,
              diameter_range: tuple[float, float] = (12.0, 30.0),
-             touch_probability: float = 0.35, blur_sigma: float = 1.2,
+             touch_probability: float = DEFAULT_TOUCH_PROBABILITY, blur_sigma: float = 1.2,
              min_area: int = 30) -> tuple[np.ndarray, np.ndarray]:
   """A seeded fluorescence-like field: (image uint16 (H, W), labels int32 (H, W), ids 1..N)."""
   rng = np.random.default_rng(seed)

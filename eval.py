@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from spiralnet_jax import evaluation
+from spiralnet_jax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file; defaults to <workdir>/config.json.", lock_config=True)
@@ -24,6 +25,7 @@ _SPLITS = flags.DEFINE_list("splits", None, "Splits to evaluate (default: config
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  train_lib.quiet_orbax_logging()
   results = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, _SPLITS.value)
   for model, by_split in results.items():
     for split, res in by_split.items():

@@ -8,13 +8,11 @@ The work is in `spiralnet_jax.train_lib`; this file only parses flags. Rerunning
 workdir resumes every stage from its latest checkpoint.
 """
 
-import logging as py_logging
 import re
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from spiralnet_jax import train_lib
@@ -27,15 +25,10 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
-  """Drops Orbax's INFO records (~30 lines per checkpoint save) so the progress lines show."""
-  return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  logging.get_absl_handler().addFilter(_hide_orbax_info)
+  train_lib.quiet_orbax_logging()
   results = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   for stage, metrics in results.items():
     print(f"{stage}: " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))

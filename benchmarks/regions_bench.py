@@ -15,7 +15,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -26,16 +25,9 @@ import numpy as np
 from spiralnet_jax import regions
 from spiralnet_jax import scorer
 
+import bench_common
+
 _SHAPE = (520, 696)
-
-
-def _git_commit() -> str | None:
-  try:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                         cwd=pathlib.Path(__file__).resolve().parent)
-    return out.stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return None
 
 
 def _cpu_name() -> str:
@@ -99,7 +91,7 @@ def main() -> None:
   parser.add_argument("--hidden", type=int, default=128)
   args = parser.parse_args()
 
-  geom = regions.RegionGeometry(height=52, width=58, stride=16, pad=28, score_window=5)
+  geom = regions.RegionGeometry.from_config(bench_common.default_config().regions)
   name, image, labels = (_bbbc039_field(pathlib.Path(args.data_dir)) if args.data_dir
                          else _synthetic_field())
   cut = regions.cut_and_label(image, labels, geom)
@@ -129,7 +121,7 @@ def main() -> None:
                  "cpu": _cpu_name(), "cpu_count": os.cpu_count()},
       "versions": {"python": sys.version.split()[0], "jax": jax.__version__,
                    "numpy": np.__version__},
-      "git_commit": _git_commit(),
+      "git_commit": bench_common.git_commit(),
   }, indent=2))
 
 

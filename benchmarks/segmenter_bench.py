@@ -12,13 +12,10 @@ compile time is reported separately. Modes:
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import pathlib
 import platform
 import statistics
-import subprocess
 import time
 
 import flax
@@ -30,32 +27,15 @@ import optax
 
 from spiralnet_jax import segmenter as segmenter_lib
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+import bench_common
 
-
-def _default_config():
-  spec = importlib.util.spec_from_file_location("default_config", _REPO / "configs" / "default.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _segmenter(step, loss="final", cpu_conv_vjp="auto"):
-  config = _default_config()
+  config = bench_common.default_config()
   config.segmenter.step, config.segmenter.loss = step, loss
   config.segmenter.cpu_conv_vjp = cpu_conv_vjp
   return segmenter_lib.Segmenter.from_config(config)
-
-
-def _git_commit():
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
-                            text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=_REPO, capture_output=True,
-                           text=True, check=True).stdout.strip()
-    return commit + ("+dirty" if dirty else "")
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def _timed(fn, repeats):
@@ -186,8 +166,8 @@ def main():
   batch = args.batch or (4 if args.quick else 8)
   repeats = args.repeats or (3 if args.quick else 5)
   eager_regions = 1 if args.quick else 2
-  shape = (_default_config().regions.height, _default_config().regions.width)
-  optimizer = optax.adam(_default_config().segmenter.learning_rate)
+  shape = (bench_common.default_config().regions.height, bench_common.default_config().regions.width)
+  optimizer = optax.adam(bench_common.default_config().segmenter.learning_rate)
   results = {
       "device": {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
                  "cpu_count": os.cpu_count(), "machine": platform.machine(),
@@ -195,7 +175,7 @@ def main():
       "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
                    "flax": flax.__version__, "optax": optax.__version__,
                    "python": platform.python_version()},
-      "git_commit": _git_commit(),
+      "git_commit": bench_common.git_commit(),
       "settings": {"quick": args.quick, "scan_batch": batch, "eager_batch": 1,
                    "eager_regions": eager_regions, "repeats": repeats, "region": shape,
                    "num_steps": None},

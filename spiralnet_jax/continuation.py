@@ -8,8 +8,9 @@ is added to the same object. An object leaving through several edges spreads bre
 new piece may move on through the edges it touches except the one facing back to its parent; a
 move whose new centre falls inside the central area of a piece the object already has is
 skipped (it would only re-segment covered ground, and would ping-pong). Each object gets at most
-`max_moves` moves. Every round gathers all pending moves of all objects into one batch, padded to
-a multiple of `batch_size` so the (jitted) `segment_fn` always sees the same shape.
+`max_moves` moves. Every round gathers all pending moves of all objects and runs them in
+batches of `batch_size`, the rest padded to a halving bucket (`batch_bucket`), so the (jitted)
+`segment_fn` compiles for a few shapes only.
 
 Edge pixels outside the image are ignored: they belong to the reflect padding, and a mirrored
 object there is not part of the nucleus (assembly clips it anyway).
@@ -154,19 +155,37 @@ def crop_regions(padded: np.ndarray, pad: int, origins: np.ndarray,
   return np.asarray(windows[origins[:, 0], origins[:, 1]], np.float32)
 
 
+# The smallest batch a remainder is padded to (see `run_batched`).
+MIN_BUCKET = 8
+
+
+def batch_bucket(n: int, batch_size: int) -> int:
+  """The batch a chunk of n ≤ batch_size regions is padded to: batch_size / 2^k, ≥ MIN_BUCKET.
+
+  A remainder (or a continuation round with a few moves) then costs at most twice its size
+  rather than a whole batch, and the segmenter still compiles for at most
+  log2(batch_size / MIN_BUCKET) + 1 shapes.
+  """
+  size = batch_size
+  while size // 2 >= max(n, MIN_BUCKET) and size % 2 == 0:
+    size //= 2
+  return size
+
+
 def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.ndarray,
                 batch_size: int) -> np.ndarray:
-  """Runs `segment_fn` over fixed-size batches (the last one zero-padded); (B, h, w, 3)."""
+  """Runs `segment_fn` over batches of `batch_size` (the rest padded to a bucket); (B, h, w, 3)."""
   n = region_batch.shape[0]
   if n == 0:
     return np.zeros(region_batch.shape + (3,), np.float32)
-  total = -(-n // batch_size) * batch_size
-  fill = [(0, total - n)]
+  starts = list(range(0, n, batch_size))
+  sizes = [batch_size] * (len(starts) - 1) + [batch_bucket(n - starts[-1], batch_size)]
+  fill = [(0, starts[-1] + sizes[-1] - n)]
   region_batch = np.pad(region_batch, fill + [(0, 0)] * 2)
   init_mask = np.pad(init_mask, fill + [(0, 0)] * 3)
   # Dispatch every batch before reading any back, so host and device work overlap.
-  out = [segment_fn(region_batch[s:s + batch_size], init_mask[s:s + batch_size])
-         for s in range(0, total, batch_size)]
+  out = [segment_fn(region_batch[s:s + size], init_mask[s:s + size])
+         for s, size in zip(starts, sizes)]
   return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
 
 
@@ -187,7 +206,7 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
 
   Args:
     segment_fn: (regions (B, h, w), init_mask (B, h, w, 3)) -> probs (B, h, w, 3), called with
-      B == batch_size only.
+      B == batch_size or one of its buckets (`batch_bucket`) only.
     image: (H, W) normalised image.
     first: the initial pieces. With (P, h, w, 3) probs, moves are seeded with all three
       channels; with (P, h, w) central probabilities only, the seed carries channel 0 alone.

@@ -472,14 +472,6 @@ def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
   return Model(name=UNET, predict=predict)
 
 
-def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """The config that training wrote to `<workdir>/config.json`."""
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"no config.json in {workdir}; pass --config explicitly")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def models_from_workdir(config: ml_collections.ConfigDict,
                         workdir: str | pathlib.Path) -> list[Model]:
   """SpiralNet if scorer and segmenter checkpoints exist, U-Net if a unet checkpoint exists."""
@@ -502,7 +494,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
   `config` defaults to the workdir's config.json and `splits` to `config.eval.splits`.
   """
   workdir = pathlib.Path(workdir)
-  config = load_config(workdir) if config is None else config
+  config = train_lib.load_config(workdir) if config is None else config
   splits = list(config.eval.splits if splits is None else splits)
   models = models_from_workdir(config, workdir)
   examples = {split: data_lib.load_examples(config.data, split) for split in splits}

@@ -5,15 +5,15 @@
 
 Compilations stay bounded whatever the image sizes: the scorer convolution runs on the
 reflect-padded image zero-padded up to multiples of `predict.shape_bucket` (its valid grid is
-sliced off afterwards), and the segmenter always sees batches of exactly
-`predict.region_batch_size` regions (the last chunk zero-padded), which also bounds memory.
+sliced off afterwards), and the segmenter sees batches of `predict.region_batch_size` regions,
+a remainder zero-padded to the next of a few halving bucket sizes (continuation.batch_bucket),
+which also bounds memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any, Optional, Union
 
@@ -65,10 +65,7 @@ class Predictor:
     from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
     workdir = pathlib.Path(workdir)
     if config is None:
-      path = workdir / "config.json"
-      if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
-      config = ml_collections.ConfigDict(json.loads(path.read_text()))
+      config = train_lib.load_config(workdir)
     return cls.from_params(config, train_lib.load_params(workdir, "scorer", config),
                            train_lib.load_params(workdir, "segmenter", config))
 
@@ -125,7 +122,13 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
 
 def _predict_pieces(predictor: Predictor, image: np.ndarray) -> continuation.Pieces:
   """Pieces of an already prepared (normalised) image."""
-  geom, config = predictor.geom, predictor.config
+  config = predictor.config
+  # Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid
+  # point lands on is never any region's central object (thesis §3.1: overlapping crops at
+  # prediction). Scorer and segmenter are indifferent to the stride.
+  # (.get: config.json files written before predict.stride existed used the training grid.)
+  geom = dataclasses.replace(predictor.geom,
+                             stride=int(config.predict.get("stride", predictor.geom.stride)))
   scores = scorer_lib.score_image(predictor.scorer_params, image, geom,
                                   bucket=int(config.predict.shape_bucket))
   selected = scorer_lib.select_regions(scores, float(config.scorer.threshold))

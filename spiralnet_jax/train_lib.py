@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as py_logging
 import math
 import pathlib
 import time
@@ -307,6 +308,14 @@ def _checkpoint_manager(workdir: PathLike, stage: str,
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True))
 
 
+def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
+  """The config training wrote to `<workdir>/config.json`."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
 def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
   """The parameters of a stage's latest checkpoint; FileNotFoundError if there is none."""
   with _checkpoint_manager(workdir, stage, config) as mngr:
@@ -381,6 +390,15 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
 
 
 # --- the loop ------------------------------------------------------------------------------------
+
+
+def _drop_orbax_info(record: py_logging.LogRecord) -> bool:
+  return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logging() -> None:
+  """Drops Orbax's INFO records (~30 lines per checkpoint save) so progress lines stay visible."""
+  logging.get_absl_handler().addFilter(_drop_orbax_info)
 
 
 class MetricsLog:

@@ -234,3 +234,24 @@ def test_keep_connected_zeroes_channel_0_outside_the_centre_component_only():
   expected[0, :, :, 0] = np.where(probs[0, :, :, 0] > 0.5, probs[0, :, :, 0], 0.0)
   expected[0, 0:2, 0:2, 0] = 0.0
   np.testing.assert_array_equal(out, expected)
+
+
+def test_batch_buckets_halve_down_to_the_smallest_that_fits():
+  assert [continuation.batch_bucket(n, 256) for n in (1, 8, 9, 16, 17, 100, 128, 129, 256)] == [
+      8, 8, 16, 16, 32, 128, 128, 256, 256]
+  assert continuation.batch_bucket(3, 4) == 4  # Never below the batch size's own floor.
+  assert continuation.batch_bucket(5, 12) == 12  # 12 // 2 = 6 < MIN_BUCKET: stays whole.
+
+
+def test_run_batched_pads_the_remainder_to_a_bucket_and_keeps_order():
+  seen = []
+
+  def fake(regions_batch, init_mask):
+    seen.append(len(regions_batch))
+    return np.stack([regions_batch, init_mask[..., 0], regions_batch * 2], -1)
+
+  regions_in = np.arange(70 * 2 * 3, dtype=np.float32).reshape(70, 2, 3)
+  out = continuation.run_batched(fake, regions_in, np.zeros((70, 2, 3, 3), np.float32), 32)
+  assert seen == [32, 32, 8]
+  np.testing.assert_array_equal(out[..., 0], regions_in)
+  np.testing.assert_array_equal(out[..., 2], regions_in * 2)

@@ -13,7 +13,6 @@ import pytest
 import skimage.measure
 
 from spiralnet_jax import data
-from spiralnet_jax.data import bbbc039
 from spiralnet_jax.data import download as dl
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ the model never saw. The same pipeline with untrained weights must score far low
 """
 
 import jax
-import numpy as np
 import pytest
 
 from configs import synthetic as synthetic_config

@@ -205,3 +205,17 @@ def test_from_workdir_restores_the_latest_checkpoints(tmp_path):
   assert predictor.segmenter == predict.Predictor.from_params(config, None, None).segmenter
   with pytest.raises(FileNotFoundError):
     predict.Predictor.from_workdir(tmp_path / "missing")
+
+
+def test_prediction_stride_cuts_regions_on_a_denser_grid():
+  config = _config()
+  config.continuation.enabled = False
+  config.scorer.threshold = -1e9  # Every region passes: the pieces are the whole grid.
+  config.predict.stride = 8
+  image = np.random.default_rng(3).random((40, 50))
+  pieces = predict.predict_pieces(_predictor(config), image)
+  # Rows (40 + 56 - 52) // 8 + 1 = 6, cols (50 + 56 - 58) // 8 + 1 = 7, origins 8k - 28.
+  rows, cols = np.meshgrid(np.arange(6) * 8 - 28, np.arange(7) * 8 - 28, indexing="ij")
+  np.testing.assert_array_equal(pieces.origins, np.stack([rows.ravel(), cols.ravel()], -1))
+  # The scorer's own grid (and so evaluation's scorer error rates) keeps the training stride.
+  assert predict.score_image(_predictor(config), image).shape == (3, 4)

@@ -271,7 +271,7 @@ def test_central_channel_is_the_nucleus_on_bbbc039(bbbc039_dir):
   image = np.random.default_rng(6).random(labels.shape, dtype=np.float32)
   cut = regions.cut_and_label(image, labels, GEOM)
   origins = regions.region_origins(labels.shape, GEOM)
-  assert cut.labels.shape == (1452, 52, 58, 3)
+  assert cut.labels.shape == (1452, 52, 58, 3) and cut.labels.dtype == np.uint8
   np.testing.assert_array_equal(cut.labels.sum(-1), 1.0)
   # Regions entirely inside the image whose centre pixel lies in a nucleus.
   inside = np.all((origins >= 0) & (origins + [52, 58] <= labels.shape), axis=1)

@@ -23,6 +23,7 @@ import numpy as np
 
 from spiralnet_jax import assembly
 from spiralnet_jax import continuation
+from spiralnet_jax import data as data_lib
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
@@ -81,14 +82,7 @@ def prepare_image(image: Any) -> np.ndarray:
     raise ValueError(f"expected a boolean or real numeric image, got dtype {image.dtype}")
   if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
     raise ValueError("image contains NaN or infinite values")
-  # Same rule as `data.normalize` (which training uses), but in float64: wide integer types
-  # stay exact, and halving first keeps `hi - lo` finite for any finite floats (halving is
-  # exact, so the result equals the unhalved formula).
-  image = image.astype(np.float64) * 0.5
-  lo, hi = image.min(), image.max()
-  if not hi > lo:  # Constant image: no contrast to stretch.
-    return np.zeros(image.shape, np.float32)
-  return ((image - lo) / (hi - lo)).astype(np.float32)
+  return data_lib.normalize(image)
 
 
 def score_image(predictor: Predictor, image: Any) -> np.ndarray:

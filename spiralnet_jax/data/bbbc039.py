@@ -52,8 +52,9 @@ def decode_mask(rgba: np.ndarray) -> np.ndarray:
 
 def normalize(image: np.ndarray) -> np.ndarray:
   """Per-image min-max normalisation to float32 [0, 1]; a constant image maps to zeros."""
-  # float64 keeps wide integer types exact; the result is rounded to float32 once.
-  image = np.asarray(image, dtype=np.float64)
+  # float64 keeps wide integer types exact; the result is rounded to float32 once. Halving
+  # first keeps `hi - lo` finite for any finite floats, and is exact (the ratio is unchanged).
+  image = np.asarray(image, dtype=np.float64) * 0.5
   if image.size == 0:
     return image.astype(np.float32)
   lo, hi = image.min(), image.max()

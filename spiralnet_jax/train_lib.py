@@ -343,13 +343,17 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
   """The loss, initialiser and data of one stage."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
   max_eval = config.train.max_eval_regions
+  if stage not in STAGE_IDS:
+    raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_IDS)}")
+  # Every stage's config section holds its own optimiser schedule.
+  section = config[stage]
+  schedule = dict(name=stage, learning_rate=section.learning_rate, epochs=section.epochs,
+                  batch_size=section.batch_size)
   if stage == "scorer":
     model = _scorer_model(config)
     return Stage(
-        name=stage, loss_fn=lambda p, b: scorer_loss(model, p, b),
-        init_params=lambda rng: init_params(stage, config, rng),
-        learning_rate=config.scorer.learning_rate, epochs=config.scorer.epochs,
-        batch_size=config.scorer.batch_size, unit="regions",
+        **schedule, loss_fn=lambda p, b: scorer_loss(model, p, b),
+        init_params=lambda rng: init_params(stage, config, rng), unit="regions",
         train=ScorerData(RegionData(train_examples, geom)),
         val=ScorerData(RegionData(val_examples, geom)), max_eval_items=max_eval)
   if stage == "segmenter":
@@ -370,23 +374,17 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
     # Validation always uses label scores: its loss then measures the segmenter alone.
     val_sel = scorer_lib.select_regions(val_regions.scores, config.scorer.threshold)
     return Stage(
-        name=stage, loss_fn=lambda p, b: segmenter_loss(segmenter, p, b),
-        init_params=segmenter.init,
-        learning_rate=config.segmenter.learning_rate, epochs=config.segmenter.epochs,
-        batch_size=config.segmenter.batch_size, unit="regions",
+        **schedule, loss_fn=lambda p, b: segmenter_loss(segmenter, p, b),
+        init_params=segmenter.init, unit="regions",
         train=SegmenterData(train_regions, train_sel), val=SegmenterData(val_regions, val_sel),
         max_train_items=config.segmenter.max_train_regions, max_eval_items=max_eval)
-  if stage == "unet":
-    model = _unet_model(config)
-    return Stage(
-        name=stage, loss_fn=lambda p, b: unet_loss(model, p, b),
-        init_params=lambda rng: init_params(stage, config, rng),
-        learning_rate=config.unet.learning_rate, epochs=config.unet.epochs,
-        batch_size=config.unet.batch_size, unit="images",
-        train=UNetData(train_examples, config.unet.depth, config.unet.crop_size),
-        # Validation on whole images: the loss the predictions are made with.
-        val=UNetData(val_examples, config.unet.depth, 0))
-  raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_IDS)}")
+  model = _unet_model(config)
+  return Stage(
+      **schedule, loss_fn=lambda p, b: unet_loss(model, p, b),
+      init_params=lambda rng: init_params(stage, config, rng), unit="images",
+      train=UNetData(train_examples, config.unet.depth, config.unet.crop_size),
+      # Validation on whole images: the loss the predictions are made with.
+      val=UNetData(val_examples, config.unet.depth, 0))
 
 
 # --- the loop ------------------------------------------------------------------------------------

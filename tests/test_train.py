@@ -133,14 +133,18 @@ def test_epoch_batches_is_a_seeded_permutation_of_fixed_batch_shape():
   assert subset.shape == (2, 2) and len(set(subset.ravel().tolist())) == 4
 
 
-def test_segmenter_data_is_label_selected_regions_with_central_labels():
-  config = test_config.get_config()
+def _training_cuts(config):
+  """The training examples and, independently of train_lib, every region's targets."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
   examples = data_lib.load_examples(config.data, "training")
-  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
+  return examples, [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
+                    for ex in examples]
 
-  cuts = [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
-          for ex in examples]
+
+def test_segmenter_data_is_label_selected_regions_with_central_labels():
+  config = test_config.get_config()
+  examples, cuts = _training_cuts(config)
+  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
   scores = np.concatenate([c.scores for c in cuts])
   expected = np.flatnonzero(scores > config.scorer.threshold)
   assert len(expected) > 0
@@ -172,11 +176,8 @@ def test_segmenter_trains_on_regions_the_scorer_passes(bias, selects_all):
 
 def test_scorer_data_pairs_every_region_with_its_label_score():
   config = test_config.get_config()
-  geom = regions_lib.RegionGeometry.from_config(config.regions)
-  examples = data_lib.load_examples(config.data, "training")
+  examples, cuts = _training_cuts(config)
   stage = train_lib.build_stage("scorer", config, examples, examples[:1])
-  cuts = [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
-          for ex in examples]
   batch = stage.train.batch(np.arange(len(stage.train)), None)
   np.testing.assert_array_equal(batch["regions"], np.concatenate([c.regions for c in cuts]))
   np.testing.assert_array_equal(batch["scores"], np.concatenate([c.scores for c in cuts]))

@@ -21,6 +21,7 @@ setuptools.setup(
         "scipy",
         "scikit-image",
         "tifffile",
+        "imageio",
         "absl-py",
         "tensorflow-datasets",
         "array_record",
@@ -30,5 +31,5 @@ setuptools.setup(
         "tensorboardX",
     ],
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["spiralnet-segment = spiralnet_jax.segment:main"]},
 )

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -28,16 +27,6 @@ from spiralnet_jax import scorer
 import bench_common
 
 _SHAPE = (520, 696)
-
-
-def _cpu_name() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def _bbbc039_field(data_dir: pathlib.Path) -> tuple[str, np.ndarray, np.ndarray]:
@@ -118,7 +107,7 @@ def main() -> None:
       "warmup": args.warmup,
       "load_average": list(os.getloadavg()),
       "device": {"jax_backend": jax.default_backend(), "jax_device": str(jax.devices()[0]),
-                 "cpu": _cpu_name(), "cpu_count": os.cpu_count()},
+                 "cpu": bench_common.cpu_info()["model"], "cpu_count": os.cpu_count()},
       "versions": {"python": sys.version.split()[0], "jax": jax.__version__,
                    "numpy": np.__version__},
       "git_commit": bench_common.git_commit(),

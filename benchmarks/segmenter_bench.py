@@ -1,60 +1,50 @@
-"""Throughput of the recursive segmenter: eager per-step loop vs scan, full_fov vs cropped.
+"""Segmenter throughput: eager per-step loop vs scan+vmap, `full_fov` vs `cropped`, by batch size.
 
-Prints one JSON object. Every timing is the median of `--repeats` runs after a warm-up run;
-compile time is reported separately. Modes:
+One section of benchmarks/suite.py (also runnable alone; prints one JSON object). Every timing
+is the median of several runs after a warm-up run; compile time is reported apart. Variants:
   * eager: the thesis' way: one region at a time (batch 1), one jitted step per spiral step
     called from Python; training runs the forward loop, then a backward loop of jitted per-step
     VJPs (each step rematerialised, as the scan does with remat) and one Adam update.
   * scan: `Segmenter.apply` / `value_and_grad(Segmenter.loss)` + Adam under one `jax.jit`,
-    natively batched over regions.
+    natively batched over regions (the "vmap" of the issue), at several batch sizes;
+    `cropped` hoists the image branch out of the forward scan (default; training never
+    hoists), `cropped_unhoisted` does not,
+    `cropped_grouped` runs independent spiral steps together, `cropped_bf16` computes in bf16.
 
-  python benchmarks/segmenter_bench.py --quick
+  python benchmarks/segmenter_bench.py --mode=quick
 """
 
 import argparse
+import dataclasses
 import json
-import os
-import platform
-import statistics
-import time
+from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import optax
 
 from spiralnet_jax import segmenter as segmenter_lib
+from spiralnet_jax import spiral
 
 import bench_common
 
+# Batch sizes per mode; "mid" is where the variants are compared.
+BATCHES = {
+    "quick": {"forward": (1, 4, 16, 64), "train": (4, 16, 32), "full_fov_forward": (4,),
+              "full_fov_train": (4,), "mid_forward": 16, "mid_train": 16, "eager_regions": 2,
+              "repeats": 3},
+    "full": {"forward": (16, 64, 256, 1024), "train": (32, 128, 512), "full_fov_forward": (4, 16, 64),
+             "full_fov_train": (4, 16), "mid_forward": 256, "mid_train": 128, "eager_regions": 4,
+             "repeats": 5},
+}
 
 
-def _segmenter(step, loss="final", cpu_conv_vjp="auto"):
+def _segmenter(step, loss="final", dtype="float32", **fields):
   config = bench_common.default_config()
   config.segmenter.step, config.segmenter.loss = step, loss
-  config.segmenter.cpu_conv_vjp = cpu_conv_vjp
-  return segmenter_lib.Segmenter.from_config(config)
-
-
-def _timed(fn, repeats):
-  """(first-call seconds, median seconds of `repeats` later calls)."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
-
-
-def _record(num_regions, first, median, compile_s=None):
-  return {"batch": num_regions, "median_s": round(median, 4),
-          "regions_per_s": round(num_regions / median, 3),
-          "compile_s": round(first - median if compile_s is None else compile_s, 3)}
+  config.segmenter.dtype = dtype
+  return dataclasses.replace(segmenter_lib.Segmenter.from_config(config), **fields)
 
 
 def _data(batch, shape, seed=0):
@@ -62,25 +52,6 @@ def _data(batch, shape, seed=0):
   regions = jnp.asarray(rng.random((batch,) + shape), jnp.float32)
   labels = jnp.asarray(np.eye(3, dtype=np.float32)[rng.integers(0, 3, (batch,) + shape)])
   return regions, labels
-
-
-def _step_gflop(segmenter, params):
-  """XLA's FLOP count of one spiral step for one region (scan bodies are counted once)."""
-  height, width = segmenter.region_shape
-  image_canvas = segmenter.to_canvas(jnp.zeros((1, height, width, 1)))
-  mask_canvas = jnp.zeros(image_canvas.shape[:-1] + (3,))
-  offset = np.asarray(segmenter.offsets[0], np.int32)
-  cost = jax.jit(segmenter.step_fn).lower(params, image_canvas, mask_canvas,
-                                          offset).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return cost.get("flops", float("nan")) / 1e9
-
-
-def _compiled(fn, *args):
-  """(compiled function, compile seconds) via AOT lowering."""
-  start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  return compiled, time.perf_counter() - start
 
 
 # --- eager (thesis) ---------------------------------------------------------------------------
@@ -156,94 +127,202 @@ def make_scan_train(segmenter, optimizer):
   return train_step
 
 
+# --- FLOPs -------------------------------------------------------------------------------------
+def hand_gflop_per_region(segmenter) -> float:
+  """Multiply-adds x 2 of the convolutions of all spiral steps of one region (by hand).
+
+  Per step, each conv on the input-to-output path of `spiral.step_kernel_sizes` runs on its
+  output size: VALID windows shrink by k - 1 per conv (`cropped`), SAME keeps H x W
+  (`full_fov`). Hoisted: the image conv and the image half of the merge conv run once on the
+  canvas instead of in every step. Bias adds and activations are not counted.
+  """
+  net = segmenter.net
+  kernels = spiral.step_kernel_sizes(net.num_skip_modules)
+  channels = [(1 + 3, net.branch_features * 2), (2 * net.branch_features, net.features)]
+  for _ in range(net.num_skip_modules):
+    channels += [(net.features, net.skip_features), (net.skip_features, net.features)]
+  channels.append((net.features, 3))
+  height, width = segmenter.window_shape
+  valid = segmenter.step == "cropped"
+  macs, canvas = 0, 0
+  for layer, (k, (cin, cout)) in enumerate(zip(kernels, channels)):
+    if valid:
+      height, width = height - (k - 1), width - (k - 1)
+    per_pixel = k * k * cin * cout
+    if layer == 0:
+      per_pixel = k * k * (1 * net.branch_features + 3 * net.branch_features)
+    if segmenter.hoisted and layer in (0, 1):
+      image_share = (k * k * net.branch_features if layer == 0
+                     else k * k * net.branch_features * net.features)
+      per_pixel -= image_share
+      (top, bottom), (left, right) = segmenter.canvas_pads
+      crop = 2 * (layer + 1)
+      canvas += image_share * ((segmenter.region_shape[0] + top + bottom - crop)
+                               * (segmenter.region_shape[1] + left + right - crop))
+    macs += per_pixel * height * width
+  return 2 * (macs * len(segmenter.offsets) + canvas) / 1e9
+
+
+def xla_gflop_per_region(segmenter, params) -> float:
+  """XLA's FLOP count for one region: the hoisted canvas part plus K x one scan iteration
+  (cost analysis counts a scan body once, so the step is compiled on its own)."""
+  height, width = segmenter.region_shape
+  image_canvas = segmenter.to_canvas(jnp.zeros((1, height, width, 1)))
+  mask_canvas = jnp.zeros(image_canvas.shape[:-1] + (3,))
+  source_fn = lambda p, c: segmenter.image_source(p, c, segmenter.hoisted)
+  canvas_flops = 0.0
+  if segmenter.hoisted:
+    canvas_flops = bench_common.cost_flops(jax.jit(source_fn).lower(params, image_canvas).compile())
+  source = source_fn(params, image_canvas)
+  offsets = jnp.asarray([segmenter.offsets[0]], jnp.int32)
+
+  def step(p, src, mask):
+    logits = segmenter._group_logits(p, src, mask, offsets, segmenter.hoisted)  # pylint: disable=protected-access
+    return segmenter._write_group(mask, jax.nn.sigmoid(logits), offsets)  # pylint: disable=protected-access
+
+  step_flops = bench_common.cost_flops(jax.jit(step).lower(params, source, mask_canvas).compile())
+  return (canvas_flops + len(segmenter.offsets) * step_flops) / 1e9
+
+
+# --- the section -------------------------------------------------------------------------------
+def _record(batch, timing, compile_s, gflop_per_region, peak_gflops, memory=None):
+  record = {"batch": batch, **timing, "compile_s": round(compile_s, 3),
+            "regions_per_s": round(batch / timing["median_s"], 3)}
+  if gflop_per_region:
+    record["gflop_per_s"] = round(record["regions_per_s"] * gflop_per_region, 1)
+    if peak_gflops:
+      record["fraction_of_peak"] = round(record["gflop_per_s"] / peak_gflops, 3)
+  if memory is not None:
+    record["memory"] = memory
+  return record
+
+
+def run(mode: str = "quick", repeats: int = 0) -> dict[str, Any]:
+  """The segmenter section: forward and training throughput of every variant."""
+  plan = BATCHES[mode]
+  repeats = repeats or plan["repeats"]
+  config = bench_common.default_config()
+  shape = (config.regions.height, config.regions.width)
+  optimizer = optax.adam(config.segmenter.learning_rate)
+  peak = bench_common.device_peak().get("float32_gflops")
+  peak_bf16 = bench_common.device_peak().get("bfloat16_gflops", peak)
+  out = {"settings": {"mode": mode, "repeats": repeats, "region": shape,
+                      "config": "configs/default.py (thesis widths 32/64/32, K = 2, n = 8)"},
+         "gflop_per_region": {}, "forward": {}, "train": {}}
+  variants = {
+      "full_fov": dict(step="full_fov"),
+      "cropped": dict(step="cropped"),
+      "cropped_unhoisted": dict(step="cropped", hoist_image=False),
+      "cropped_grouped": dict(step="cropped", group_steps=True),
+      "cropped_bf16": dict(step="cropped", dtype="bfloat16"),
+  }
+  segmenters = {name: _segmenter(**kw) for name, kw in variants.items()}
+  params = segmenters["cropped"].init(jax.random.key(0))
+  out["settings"]["num_steps"] = len(segmenters["cropped"].offsets)
+  out["settings"]["scan_iterations"] = {name: len(s.schedule) for name, s in segmenters.items()}
+  gflop = {}
+  for name in ("full_fov", "cropped", "cropped_unhoisted"):
+    gflop[name] = xla_gflop_per_region(segmenters[name], params)
+    out["gflop_per_region"][name] = {
+        "xla": round(gflop[name], 4), "hand": round(hand_gflop_per_region(segmenters[name]), 4)}
+  gflop["cropped_grouped"] = gflop["cropped_bf16"] = gflop["cropped"]
+  out["gflop_per_region"]["train_factor"] = (
+      "training ~= (3 + remat) x forward FLOPs (backward ~2x forward; remat recomputes it)")
+  train_factor = 3 + int(segmenters["cropped"].remat)
+  # The eager loops (`step_fn`) and the training loss never hoist: their FLOPs are unhoisted.
+  plain_gflop = {name: gflop["full_fov" if name == "full_fov" else "cropped_unhoisted"]
+                 for name in gflop}
+
+  # Eager loops (batch 1): the thesis' per-step dispatch.
+  eager_regions = plan["eager_regions"]
+  regions, labels = _data(max(eager_regions, 1), shape)
+  for name in ("full_fov", "cropped"):
+    segmenter = segmenters[name]
+    step_fn = jax.jit(segmenter.step_fn)
+    count = 1 if name == "full_fov" else eager_regions
+    timing = bench_common.timed(
+        lambda: eager_forward(segmenter, params, regions[:count], step_fn), repeats)
+    out["forward"][f"eager_{name}"] = _record(count, timing, timing["first_s"] - timing["median_s"],
+                                              plain_gflop[name], peak)
+    eager = make_eager_train(segmenter, optimizer)
+    opt_state = optimizer.init(params)
+    timing = bench_common.timed(
+        lambda: eager(params, opt_state, regions[:count], labels[:count]), repeats)
+    out["train"][f"eager_{name}"] = _record(count, timing, timing["first_s"] - timing["median_s"],
+                                            train_factor * plain_gflop[name], peak)
+
+  def scan_forward(name, batch):
+    segmenter = segmenters[name]
+    regions, _ = _data(batch, shape)
+    apply, compile_s = bench_common.compiled_with_time(segmenter.apply, params, regions)
+    timing = bench_common.timed(lambda: apply(params, regions), repeats)
+    out["forward"][f"scan_{name}_b{batch}"] = _record(
+        batch, timing, compile_s, gflop[name], peak_bf16 if "bf16" in name else peak,
+        bench_common.memory(apply))
+
+  def scan_train(name, batch, loss="final"):
+    segmenter = dataclasses.replace(segmenters[name], loss_type=loss)
+    regions, labels = _data(batch, shape)
+    opt_state = optimizer.init(params)
+    train, compile_s = bench_common.compiled_with_time(
+        make_scan_train(segmenter, optimizer), params, opt_state, regions, labels)
+    timing = bench_common.timed(lambda: train(params, opt_state, regions, labels), repeats)
+    suffix = "" if loss == "final" else f"_{loss}"
+    out["train"][f"scan_{name}{suffix}_b{batch}"] = _record(
+        batch, timing, compile_s, train_factor * plain_gflop[name],
+        peak_bf16 if "bf16" in name else peak, bench_common.memory(train))
+
+  for batch in plan["full_fov_forward"]:
+    scan_forward("full_fov", batch)
+  for batch in plan["forward"]:
+    scan_forward("cropped", batch)
+  for name in ("cropped_unhoisted", "cropped_grouped", "cropped_bf16"):
+    scan_forward(name, plan["mid_forward"])
+  for batch in plan["full_fov_train"]:
+    scan_train("full_fov", batch)
+  for batch in plan["train"]:
+    scan_train("cropped", batch)
+  for name in ("cropped_grouped", "cropped_bf16"):  # (training never hoists)
+    scan_train(name, plan["mid_train"])
+  scan_train("cropped", plan["mid_train"], loss="per_step")
+  out["ratios"] = ratios(out)
+  return out
+
+
+def _best(table, prefix):
+  rates = [r["regions_per_s"] for k, r in table.items() if k.startswith(prefix)
+           and k[len(prefix):].lstrip("_b").isdigit()]
+  return max(rates) if rates else None
+
+
+def ratios(out: dict[str, Any]) -> dict[str, Any]:
+  """The issue's target quotients (best batch of each variant) and the reformulations'."""
+  def q(a, b):
+    return round(a / b, 2) if a and b else None
+  result = {}
+  for part in ("forward", "train"):
+    table = out[part]
+    cropped, full = _best(table, "scan_cropped"), _best(table, "scan_full_fov")
+    result[f"{part}_cropped_over_full_fov"] = q(cropped, full)
+    result[f"{part}_scan_over_eager_cropped"] = q(cropped, table["eager_cropped"]["regions_per_s"])
+    result[f"{part}_scan_over_eager_full_fov"] = q(full, table["eager_full_fov"]["regions_per_s"])
+    mid = [k for k in table if k.startswith("scan_cropped_grouped_b")][0].rsplit("_b", 1)[1]
+    base = table[f"scan_cropped_b{mid}"]["regions_per_s"]
+    for name in ("unhoisted", "grouped", "bf16"):
+      if f"scan_cropped_{name}_b{mid}" in table:
+        result[f"{part}_{name}_over_cropped_b{mid}"] = q(
+            table[f"scan_cropped_{name}_b{mid}"]["regions_per_s"], base)
+  return result
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="small batches, few repeats")
-  parser.add_argument("--batch", type=int, default=0, help="scan batch (default 8, quick 4)")
-  parser.add_argument("--repeats", type=int, default=0, help="timed runs (default 5, quick 3)")
-  parser.add_argument("--skip_full_fov_train", action="store_true")
+  parser.add_argument("--mode", choices=sorted(BATCHES), default="quick")
+  parser.add_argument("--repeats", type=int, default=0)
   args = parser.parse_args()
-  batch = args.batch or (4 if args.quick else 8)
-  repeats = args.repeats or (3 if args.quick else 5)
-  eager_regions = 1 if args.quick else 2
-  shape = (bench_common.default_config().regions.height, bench_common.default_config().regions.width)
-  optimizer = optax.adam(bench_common.default_config().segmenter.learning_rate)
-  results = {
-      "device": {"backend": jax.default_backend(), "kind": jax.devices()[0].device_kind,
-                 "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-      "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__, "optax": optax.__version__,
-                   "python": platform.python_version()},
-      "git_commit": bench_common.git_commit(),
-      "settings": {"quick": args.quick, "scan_batch": batch, "eager_batch": 1,
-                   "eager_regions": eager_regions, "repeats": repeats, "region": shape,
-                   "num_steps": None},
-      "forward": {}, "train": {},
-  }
-  regions, labels = _data(batch, shape)
-
-  for step in ("full_fov", "cropped"):
-    segmenter = _segmenter(step)
-    results["settings"]["num_steps"] = len(segmenter.offsets)
-    params = segmenter.init(jax.random.key(0))
-    step_fn = jax.jit(segmenter.step_fn)
-    gflop_per_region = _step_gflop(segmenter, params) * len(segmenter.offsets)
-    results["forward"][f"gflop_per_region_{step}"] = round(gflop_per_region, 3)
-    first, median = _timed(
-        lambda: eager_forward(segmenter, params, regions[:eager_regions], step_fn), repeats)
-    results["forward"][f"eager_{step}"] = _record(eager_regions, first, median)
-    # The same Python step loop on the whole batch: isolates what the scan itself saves.
-    first, median = _timed(lambda: eager_forward(segmenter, params, regions, step_fn, batch),
-                           repeats)
-    results["forward"][f"eager_batched_{step}"] = _record(batch, first, median)
-    apply, compile_s = _compiled(segmenter.apply, params, regions)
-    first, median = _timed(lambda: apply(params, regions), repeats)
-    results["forward"][f"scan_{step}"] = _record(batch, first, median, compile_s)
-    for name in (f"eager_{step}", f"eager_batched_{step}", f"scan_{step}"):
-      record = results["forward"][name]
-      record["gflop_per_s"] = round(record["regions_per_s"] * gflop_per_region, 1)
-
-  train_variants = [("cropped", "final", "auto"), ("cropped", "per_step", "auto"),
-                    ("cropped", "final", "off")]
-  if not args.skip_full_fov_train:
-    train_variants.insert(0, ("full_fov", "final", "auto"))
-  for step, loss, vjp in train_variants:
-    segmenter = _segmenter(step, loss, vjp)
-    params = segmenter.init(jax.random.key(0))
-    opt_state = optimizer.init(params)
-    name = f"{step}_{loss}" + ("_conv_vjp_off" if vjp == "off" else "")
-    if loss == "final" and vjp == "auto":
-      eager = make_eager_train(segmenter, optimizer)
-      first, median = _timed(
-          lambda: eager(params, opt_state, regions[:eager_regions], labels[:eager_regions]),
-          repeats)
-      results["train"][f"eager_{name}"] = _record(eager_regions, first, median)
-    train, compile_s = _compiled(make_scan_train(segmenter, optimizer), params, opt_state,
-                                 regions, labels)
-    first, median = _timed(lambda: train(params, opt_state, regions, labels), repeats)
-    results["train"][f"scan_{name}"] = _record(batch, first, median, compile_s)
-
-  def ratio(table, a, b):
-    if a in table and b in table:
-      return round(table[a]["regions_per_s"] / table[b]["regions_per_s"], 2)
-    return None
-
-  fwd, train = results["forward"], results["train"]
-  results["ratios"] = {
-      "forward_cropped_over_full_fov": ratio(fwd, "scan_cropped", "scan_full_fov"),
-      "forward_scan_over_eager_cropped": ratio(fwd, "scan_cropped", "eager_cropped"),
-      "forward_scan_over_eager_full_fov": ratio(fwd, "scan_full_fov", "eager_full_fov"),
-      "train_cropped_over_full_fov": ratio(train, "scan_cropped_final", "scan_full_fov_final"),
-      "train_scan_over_eager_cropped": ratio(train, "scan_cropped_final",
-                                             "eager_cropped_final"),
-      "train_scan_over_eager_full_fov": ratio(train, "scan_full_fov_final",
-                                              "eager_full_fov_final"),
-      "train_conv_vjp_on_over_off_cropped": ratio(train, "scan_cropped_final",
-                                                  "scan_cropped_final_conv_vjp_off"),
-  }
-  results["device"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-  print(json.dumps(results, indent=2))
+  result = bench_common.header(args.mode, contended=False)
+  result["segmenter"] = run(args.mode, args.repeats)
+  print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

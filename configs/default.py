@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.segmenter.skip_features = 32  # first conv of a skip module.
   config.segmenter.num_skip_modules = 2  # K.
   config.segmenter.step = "cropped"  # "cropped" (exact receptive field) or "full_fov".
+  # Run spiral steps that cannot interact in one scan iteration (exact; 49 instead of 56
+  # sequential steps at the default geometry; helps only a latency-bound GPU, not the CPU).
+  config.segmenter.group_steps = False
   config.segmenter.loss = "final"  # "final" (BCE on final mask) or "per_step" (FFN-style).
   config.segmenter.remat = True  # jax.checkpoint each spiral step in the "final" loss.
   # Use the custom-VJP convolution whose backward pass avoids XLA:CPU's slow path inside
@@ -87,11 +90,23 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- prediction ------------------------------------------------------------------------------
   config.predict = ml_collections.ConfigDict()
-  config.predict.region_batch_size = 256  # regions per jitted segmenter call (bounds memory).
+  # Regions per jitted segmenter call (bounds memory). Small on CPU: XLA:CPU's convolutions slow
+  # down per region as the batch outgrows the cache (one BBBC039 field, demo model, 2-core CPU:
+  # 2.3 s at 8, 3.1 s at 16, 6.7 s at 256). configs/spiral.py raises it for a GPU.
+  config.predict.region_batch_size = 8
   config.predict.shape_bucket = 128  # images are padded up to multiples of this for scoring.
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also
   # centres a region on small nuclei that the 16-px grid misses, for 4× the regions.
   config.predict.stride = 16
+  # Region-grid rows scored at once; a streamed chunk of regions also spans at most this many
+  # rows (bounds the image window each chunk holds).
+  config.predict.stripe_rows = 64
+  # Selected regions segmented per streamed chunk: with their continuation pieces, the working
+  # set of prediction (assembly keeps only their thresholded claims).
+  config.predict.chunk_regions = 1024
+  # U-Net prediction tile (pixels, rounded up to a multiple of 2^depth); each tile also sees
+  # predict.unet_margin(depth) = 10·2^depth pixels of context per side.
+  config.predict.unet_tile = 512
 
   # --- U-Net baseline ----------------------------------------------------------------------------
   config.unet = ml_collections.ConfigDict()
@@ -107,10 +122,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.log_every_steps = 50
   config.train.checkpoint_every_epochs = 1
+  # > 0: also checkpoint every this many steps (mid-epoch), so a crash loses at most that many.
+  config.train.checkpoint_every_steps = 0
+  # Checkpoints kept per stage (older ones are deleted); >= 2 lets a damaged newest one fall
+  # back to the previous.
   config.train.max_to_keep = 3
   config.train.eval_every_epochs = 10
   config.train.max_steps = 0  # > 0 stops each stage after this many steps (smoke tests).
   config.train.max_eval_regions = 0  # > 0: validation loss on a fixed random region subset.
+  # > 0: clip gradients to this global norm before Adam (0 = off).
+  config.train.grad_clip_norm = 0.0
+  # Resume a workdir whose config.json differs from this config in fields that change the run
+  # (train_lib.RESUMABLE_FIELDS lists those that do not); otherwise that is refused.
+  config.train.allow_config_change = False
+  # When checkpoints of a stage exist but none restores: train it from scratch instead of
+  # stopping with an error.
+  config.train.allow_fresh_start = False
 
   # --- evaluation ---------------------------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()

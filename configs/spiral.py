@@ -19,4 +19,7 @@ def get_config():
   config = default.get_config()
   config.stages = ("scorer", "segmenter")
   config.data.source = "bbbc039"
+  # A GPU wants big batches of spirals; on a CPU predict with --config.predict.region_batch_size=8
+  # (spiralnet-segment --batch-size 8).
+  config.predict.region_batch_size = 256
   return config

@@ -20,7 +20,6 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
-import jax
 import ml_collections
 import numpy as np
 
@@ -31,7 +30,6 @@ from spiralnet_jax import predict as predict_lib
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import train_lib
-from spiralnet_jax import unet as unet_lib
 
 # Model keys in metrics.json, and how the reports name them.
 SPIRALNET = "spiralnet"
@@ -453,23 +451,9 @@ def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
 
 
 def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
-  """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances.
-
-  predict.py has no U-Net predictor, so this adapter builds the network the way train_lib does.
-  """
-  net = unet_lib.UNet(base_features=int(config.unet.base_features), depth=int(config.unet.depth))
-  threshold = float(config.unet.threshold)
-
-  @jax.jit
-  def semantic_fn(image):
-    logits = net.apply({"params": params}, image[None, :, :, None])
-    return unet_lib.unet_predict_semantic(logits, threshold)[0]
-
-  def predict(image):
-    semantic = np.asarray(semantic_fn(np.asarray(image, np.float32)))
-    return semantic, unet_lib.instances_from_semantic(semantic)
-
-  return Model(name=UNET, predict=predict)
+  """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances."""
+  predictor = predict_lib.UNetPredictor.from_params(config, params)
+  return Model(name=UNET, predict=lambda image: predict_lib.predict_unet(predictor, image))
 
 
 def models_from_workdir(config: ml_collections.ConfigDict,

@@ -3,11 +3,36 @@
     predictor = Predictor.from_workdir("/tmp/spiralnet")
     labels = predict_instances(predictor, image)  # int32 (H, W), 0 = background.
 
-Compilations stay bounded whatever the image sizes: the scorer convolution runs on the
-reflect-padded image zero-padded up to multiples of `predict.shape_bucket` (its valid grid is
-sliced off afterwards), and the segmenter sees batches of `predict.region_batch_size` regions,
-a remainder zero-padded to the next of a few halving bucket sizes (continuation.batch_bucket),
-which also bounds memory.
+Prediction streams, so memory is bounded by the batch and chunk sizes plus a few arrays the size
+of the image (the image, the outputs, and the sparse thresholded claims assembly reads):
+
+1. Scores come from row stripes of `predict.stripe_rows` grid rows. The scorer is per region, so
+   a stripe's scores are those regions' scores whatever else the image holds.
+2. The selected regions, in raster order, are cut into chunks of at most `predict.chunk_regions`
+   regions spanning at most `predict.stripe_rows` grid rows. A chunk is segmented, its objects
+   are followed over region edges (`continuation`), and its pieces are reduced to their claims
+   (`assembly.claims`); then the pieces are dropped.
+3. Assembly runs once, on all claims.
+
+Streaming is exact, not an approximation: object ids are the global raster indices of the
+selected regions, as in whole-image prediction; everything continuation does is per object, and
+a chunk sees an image window tall enough that none of its objects' pieces can reach (or reflect
+across) a window edge that is not an image edge; assembly does not depend on the order or the
+chunking of the claims. `predict_pieces` keeps every piece of the image (one chunk), which is
+what the streamed result is tested against.
+
+Compilations stay bounded whatever the image sizes: a scoring stripe is the reflect-padded image
+rows zero-padded up to multiples of `predict.shape_bucket` (and a stripe of an image taller
+than one stripe is always `stripe_rows` rows), and the segmenter sees batches of
+`predict.region_batch_size` regions, a remainder zero-padded to the next of a few halving bucket
+sizes (continuation.batch_bucket).
+
+The U-Net baseline predicts in square tiles of `predict.unet_tile` pixels, each seen with a
+margin of `unet_margin(depth)` ≥ its receptive-field radius, so tiles equal whole-image
+prediction (up to float rounding) and memory is bounded by the tile.
+
+A constant image has no contrast, hence no nuclei: `predict` and `predict_unet` return empty
+masks for it without running the networks (which would otherwise see an all-zero image).
 """
 
 from __future__ import annotations
@@ -15,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import ml_collections
@@ -27,6 +52,15 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
+from spiralnet_jax import unet as unet_lib
+
+# progress(done, total): called as prediction advances (regions, or U-Net tiles).
+Progress = Callable[[int, int], None]
+
+# Defaults of the streaming fields for config.json files written before they existed.
+DEFAULT_STRIPE_ROWS = 64
+DEFAULT_CHUNK_REGIONS = 1024
+DEFAULT_UNET_TILE = 512
 
 PathLike = Union[str, pathlib.Path]
 
@@ -71,8 +105,18 @@ class Predictor:
                            train_lib.load_params(workdir, "segmenter", config))
 
 
+# Rows of a big image normalised at once (bounds data.normalize's float64 temporaries).
+_NORMALIZE_BLOCK_PIXELS = 1 << 22
+
+
 def prepare_image(image: Any) -> np.ndarray:
-  """Validates a 2-D numeric image and min–max normalises it to float32 [0, 1]."""
+  """Validates a 2-D numeric image and min–max normalises it to float32 [0, 1].
+
+  The rule is `data.normalize`'s. A big image goes through it in blocks of rows, each with two
+  extra rows holding the whole image's minimum and maximum, so every block is stretched by the
+  whole image's range (bit-identical to normalising it whole) while the float64 temporaries
+  stay the size of a block.
+  """
   image = np.asarray(image)
   if image.ndim != 2:
     raise ValueError(f"expected a 2-D (H, W) image, got shape {image.shape}")
@@ -80,9 +124,19 @@ def prepare_image(image: Any) -> np.ndarray:
     raise ValueError(f"expected an image of at least 1×1, got shape {image.shape}")
   if image.dtype.kind not in "biuf":
     raise ValueError(f"expected a boolean or real numeric image, got dtype {image.dtype}")
-  if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+  rows = max(1, _NORMALIZE_BLOCK_PIXELS // image.shape[1])
+  if image.dtype.kind == "f" and not all(np.isfinite(image[r:r + rows]).all()
+                                         for r in range(0, image.shape[0], rows)):
     raise ValueError("image contains NaN or infinite values")
-  return data_lib.normalize(image)
+  if image.shape[0] <= rows:
+    return data_lib.normalize(image)
+  extremes = np.empty((2, image.shape[1]), image.dtype)
+  extremes[0], extremes[1] = image.min(), image.max()
+  out = np.empty(image.shape, np.float32)
+  for r in range(0, image.shape[0], rows):
+    block = np.concatenate([image[r:r + rows], extremes])
+    out[r:r + rows] = data_lib.normalize(block)[:-2]
+  return out
 
 
 def score_image(predictor: Predictor, image: Any) -> np.ndarray:
@@ -114,45 +168,209 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
                                   int(predictor.config.predict.region_batch_size))
 
 
-def _predict_pieces(predictor: Predictor, image: np.ndarray) -> continuation.Pieces:
-  """Pieces of an already prepared (normalised) image."""
+def _prediction_geom(predictor: Predictor) -> regions_lib.RegionGeometry:
+  """The region geometry at the prediction stride.
+
+  Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid point
+  lands on is never any region's central object (thesis §3.1: overlapping crops at prediction).
+  Scorer and segmenter are indifferent to the stride. (.get: config.json files written before
+  predict.stride existed used the training grid.)
+  """
+  stride = int(predictor.config.predict.get("stride", predictor.geom.stride))
+  return dataclasses.replace(predictor.geom, stride=stride)
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+  """Source index of each (possibly out-of-range) index under `regions.reflect_pad`'s rule.
+
+  Reflection about the first and last element, repeated (period 2(n − 1)); n = 1 repeats the
+  one element.
+  """
+  index = np.asarray(index, np.int64)
+  if n == 1:
+    return np.zeros_like(index)
+  period = 2 * (n - 1)
+  index = np.mod(index, period)
+  return np.where(index < n, index, period - index)
+
+
+def padded_rows(image: np.ndarray, pad: int, start: int, stop: int) -> np.ndarray:
+  """Rows [start, stop) of `regions.reflect_pad(image, pad)`, without padding the whole image."""
+  height, width = image.shape[:2]
+  rows = reflect_index(np.arange(start, stop) - pad, height)
+  cols = reflect_index(np.arange(-pad, width + pad), width)
+  return image[rows[:, None], cols[None, :]]
+
+
+def _stripe_rows(config: ml_collections.ConfigDict) -> int:
+  return max(1, int(config.predict.get("stripe_rows", DEFAULT_STRIPE_ROWS)))
+
+
+def score_grid(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+  """(rows, cols) scores of every region of a prepared image on the prediction grid.
+
+  Scored in stripes of `predict.stripe_rows` grid rows (each its own padded window of the image),
+  so the padded image never exists whole.
+  """
+  geom = _prediction_geom(predictor)
   config = predictor.config
-  # Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid
-  # point lands on is never any region's central object (thesis §3.1: overlapping crops at
-  # prediction). Scorer and segmenter are indifferent to the stride.
-  # (.get: config.json files written before predict.stride existed used the training grid.)
-  geom = dataclasses.replace(predictor.geom,
-                             stride=int(config.predict.get("stride", predictor.geom.stride)))
-  scores = scorer_lib.score_image(predictor.scorer_params, image, geom,
-                                  bucket=int(config.predict.shape_bucket))
-  selected = scorer_lib.select_regions(scores, float(config.scorer.threshold))
-  origins = regions_lib.region_origins(image.shape, geom)[selected]
-  crops = continuation.crop_regions(regions_lib.reflect_pad(image, geom.pad), geom.pad, origins,
+  bucket = int(config.predict.shape_bucket)
+  rows, cols = regions_lib.grid_shape(image.shape, geom)
+  if rows == 0 or cols == 0:
+    return np.zeros((rows, cols), np.float32)
+  stripe = min(_stripe_rows(config), rows)
+  height = (stripe - 1) * geom.stride + geom.height  # Padded rows one stripe reads.
+  width = image.shape[1] + 2 * geom.pad
+  shape = [height, width]
+  if bucket > 0:
+    shape = [n + (-n % bucket) for n in shape]
+  out = []
+  for first in range(0, rows, stripe):
+    top = first * geom.stride
+    window = padded_rows(image, geom.pad, top, min(top + height, image.shape[0] + 2 * geom.pad))
+    # Every stripe has the same shape (one compilation): zeros below the last one only add grid
+    # rows past the real grid, which are sliced off.
+    window = np.pad(np.asarray(window, np.float32), [(0, shape[0] - window.shape[0]),
+                                                (0, shape[1] - window.shape[1])])
+    scores = scorer_lib.score_padded(predictor.scorer_params, window, geom)
+    out.append(np.asarray(scores[:min(stripe, rows - first), :cols]))
+  return np.concatenate(out)
+
+
+def _selected(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+  """(S, 2) image-coordinate origins of the selected regions, in raster order."""
+  geom = _prediction_geom(predictor)
+  scores = score_grid(predictor, image)
+  selected = scorer_lib.select_regions(scores, float(predictor.config.scorer.threshold))
+  cols = scores.shape[1]
+  origins = np.stack([selected // cols, selected % cols], axis=-1) * geom.stride - geom.pad
+  return origins.astype(np.int64).reshape(-1, 2)
+
+
+def _max_moves(config: ml_collections.ConfigDict) -> int:
+  return int(config.continuation.max_moves) if config.continuation.enabled else 0
+
+
+def window_rows(origins: np.ndarray, image_height: int, geom: regions_lib.RegionGeometry,
+                max_moves: int) -> tuple[int, int]:
+  """[top, bottom) image rows that segmenting and following objects from `origins` can read.
+
+  A move puts the new centre on the old region's edge, so it shifts a region by at most
+  max(cy, h − 1 − cy) rows; `max_moves` of them stay inside the first regions' rows widened by
+  that reach. The extra `pad + max_moves·max(h, w)` rows keep every reflection across a
+  clipped (image) edge inside the window, so cropping from the window's own reflect padding
+  reads exactly the pixels the whole image's padding holds.
+  """
+  h, w = geom.shape
+  cy = geom.centre[0]
+  reach = max_moves * max(cy, h - 1 - cy) + geom.pad + max_moves * max(h, w)
+  top = int(origins[:, 0].min()) - reach
+  bottom = int(origins[:, 0].max()) + h + reach
+  return max(top, 0), min(bottom, image_height)
+
+
+def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarray,
+                     object_ids: np.ndarray) -> continuation.Pieces:
+  """Pieces of the objects of the selected regions at `origins` (segmented, then followed).
+
+  Works on the window of image rows those objects can reach (`window_rows`), so a chunk of a
+  big image costs the chunk, not the image.
+  """
+  config = predictor.config
+  geom = _prediction_geom(predictor)
+  if len(origins) == 0:
+    return continuation.Pieces(np.zeros((0, 2), np.int32), np.zeros((0,) + geom.shape,
+                                                                    np.float32),
+                               np.zeros(0, np.int32))
+  top, bottom = window_rows(origins, image.shape[0], geom, _max_moves(config))
+  window = image[top:bottom]
+  local = origins - np.array([top, 0])
+  crops = continuation.crop_regions(regions_lib.reflect_pad(window, geom.pad), geom.pad, local,
                                     geom)
   probs = segment_regions(predictor, crops)
+  del crops
   if config.continuation.connected_only:
     probs = continuation.keep_connected(probs, continuation.centre_anchor(len(probs), geom),
                                         float(config.continuation.threshold))
-  first = continuation.Pieces(origins, probs, np.arange(len(origins), dtype=np.int32))
-  if not config.continuation.enabled:
-    return first._replace(probs=continuation.central_probs(first.probs))
-  return continuation.continue_objects(
-      _segment_fn(predictor), image, first, geom, max_moves=int(config.continuation.max_moves),
-      threshold=float(config.continuation.threshold),
-      batch_size=int(config.predict.region_batch_size),
-      connected_only=bool(config.continuation.connected_only))
+  first = continuation.Pieces(local.astype(np.int32), probs, np.asarray(object_ids, np.int32))
+  if _max_moves(config) == 0:
+    pieces = first._replace(probs=continuation.central_probs(first.probs))
+  else:
+    pieces = continuation.continue_objects(
+        _segment_fn(predictor), window, first, geom, max_moves=_max_moves(config),
+        threshold=float(config.continuation.threshold),
+        batch_size=int(config.predict.region_batch_size),
+        connected_only=bool(config.continuation.connected_only))
+  return pieces._replace(origins=(pieces.origins + np.array([top, 0])).astype(np.int32))
 
 
 def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
-  """All segmented pieces of an image: one object per selected region, plus its moves."""
-  return _predict_pieces(predictor, prepare_image(image))
+  """All segmented pieces of an image at once: one object per selected region, plus its moves.
 
-
-def predict(predictor: Predictor, image: Any) -> tuple[np.ndarray, np.ndarray]:
-  """(semantic bool (H, W), instances int32 (H, W)) of an image of any size and dtype."""
+  Holds every piece (memory grows with the image); `predict` streams instead.
+  """
   image = prepare_image(image)
-  return assembly.assemble_from_config(_predict_pieces(predictor, image), image.shape,
-                                       predictor.config.assembly)
+  origins = _selected(predictor, image)
+  return _segment_objects(predictor, image, origins, np.arange(len(origins)))
+
+
+def chunks(origin_rows: np.ndarray, max_regions: int, max_span: int) -> list[tuple[int, int]]:
+  """[start, stop) runs of raster-ordered regions: ≤ max_regions each, top rows < max_span apart.
+
+  `origin_rows` is each region's (sorted) top row.
+  """
+  bounds, start, n = [], 0, len(origin_rows)
+  while start < n:
+    rows_end = int(np.searchsorted(origin_rows, origin_rows[start] + max_span, side="left"))
+    stop = min(start + max(1, max_regions), rows_end)
+    bounds.append((start, stop))
+    start = stop
+  return bounds
+
+
+def predict_claims(predictor: Predictor, image: np.ndarray,
+                   progress: Optional[Progress] = None) -> assembly.Claims:
+  """The claims of every object of a prepared image, chunk by chunk (see the module doc)."""
+  config = predictor.config
+  geom = _prediction_geom(predictor)
+  threshold = float(config.assembly.threshold)
+  origins = _selected(predictor, image)
+  spans = chunks(origins[:, 0], int(config.predict.get("chunk_regions", DEFAULT_CHUNK_REGIONS)),
+                 _stripe_rows(config) * geom.stride)
+  if progress is not None:
+    progress(0, len(origins))
+  parts = []
+  for start, stop in spans:
+    pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop))
+    parts.append(assembly.claims(pieces, image.shape, threshold))
+    del pieces
+    if progress is not None:
+      progress(stop, len(origins))
+  return assembly.concatenate_claims(parts, image.shape)
+
+
+def _empty(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  return np.zeros(shape, bool), np.zeros(shape, np.int32)
+
+
+def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = None,
+            prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """(semantic bool (H, W), instances int32 (H, W)) of an image of any size and dtype.
+
+  Streamed (see the module doc); `progress(done, total)` follows the selected regions.
+  `prepared`: the image is already `prepare_image`'s output (saves normalising it twice).
+  """
+  image = image if prepared else prepare_image(image)
+  if not image.any():  # Normalised constant image: no contrast, no nuclei.
+    return _empty(image.shape)
+  cfg = predictor.config.assembly
+  shape = image.shape
+  claimed = predict_claims(predictor, image, progress)
+  del image  # Our normalised copy (unless `prepared`): assembly is the memory peak of big images.
+  return assembly.assemble_claims(claimed, shape,
+                                  merge_iou=float(cfg.merge_iou),
+                                  merge_containment=float(cfg.merge_containment),
+                                  min_size=int(cfg.min_size))
 
 
 def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:
@@ -163,3 +381,101 @@ def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:
 def predict_semantic(predictor: Predictor, image: Any) -> np.ndarray:
   """bool (H, W) foreground mask."""
   return predict(predictor, image)[0]
+
+
+# --- the U-Net baseline ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetPredictor:
+  """The U-Net baseline's parameters plus the config that built them (and the network)."""
+
+  config: ml_collections.ConfigDict
+  params: Any
+  net: Optional[unet_lib.UNet] = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    if self.net is None:
+      object.__setattr__(self, "net", unet_lib.UNet(
+          base_features=int(self.config.unet.base_features), depth=int(self.config.unet.depth)))
+
+  @classmethod
+  def from_params(cls, config: ml_collections.ConfigDict, params: Any) -> "UNetPredictor":
+    """A U-Net predictor from in-memory parameters."""
+    return cls(config=config, params=params)
+
+  @classmethod
+  def from_workdir(cls, workdir: PathLike,
+                   config: Optional[ml_collections.ConfigDict] = None) -> "UNetPredictor":
+    """Restores the latest unet checkpoint in `workdir` (config defaults to its config.json)."""
+    from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
+    if config is None:
+      config = train_lib.load_config(workdir)
+    return cls.from_params(config, train_lib.load_params(workdir, "unet", config))
+
+
+def unet_margin(depth: int) -> int:
+  """Context (pixels, a multiple of 2^depth) a tile needs on each side: ≥ the receptive radius.
+
+  Walking back from one output pixel, each 3×3 convolution at level l (scale 2^l) widens the
+  dependence by 2^l per side: 2 per level down, 2 at the bottleneck (level depth), 2 per level
+  up, 6·2^depth − 4 in all. Max-pooling and the stride-2 transposed convolution snap to their
+  2^(l+1) grid, at most 2^(l+1) more per level on the way down and up: 4·(2^depth − 1). Hence
+  radius ≤ 10·2^depth − 8; a multiple of 2^depth keeps tiles on the pooling grid.
+  """
+  return 10 * 2**depth
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unet_semantic_tile(net: unet_lib.UNet, params: Any, tile: jax.Array,
+                        threshold: float) -> jax.Array:
+  """Foreground mask of one (h, w) tile (compiled once per network and tile shape)."""
+  logits = net.apply({"params": params}, tile[None, :, :, None])
+  return unet_lib.unet_predict_semantic(logits, threshold)[0]
+
+
+def unet_tiles(image_shape: tuple[int, int], tile: int,
+               margin: int) -> list[tuple[slice, slice, slice, slice]]:
+  """(window rows, window cols, core rows, core cols) of each tile; core slices are local.
+
+  Tile cores of tile×tile pixels cover the image; each window adds `margin` pixels of context
+  on every side that is not an image edge. One window covering everything when it fits.
+  """
+  height, width = image_shape
+
+  def spans(n):
+    if n <= tile + 2 * margin:
+      return [(0, n, 0, n)]
+    out = []
+    for start in range(0, n, tile):
+      lo, hi = max(start - margin, 0), min(start + tile + margin, n)
+      out.append((lo, hi, start - lo, min(start + tile, n) - lo))
+    return out
+
+  return [(slice(r0, r1), slice(c0, c1), slice(a0, a1), slice(b0, b1))
+          for r0, r1, a0, a1 in spans(height) for c0, c1, b0, b1 in spans(width)]
+
+
+def predict_unet(predictor: UNetPredictor, image: Any, progress: Optional[Progress] = None,
+                 prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """(semantic bool (H, W), instances int32 (H, W)): tiled U-Net, connected components.
+
+  Tiles start on multiples of 2^depth, so pooling windows line up with the whole image's, and
+  a tile at the bottom or right edge is padded by the network exactly as the whole image is.
+  `progress(done, total)` follows the tiles; `prepared` as in `predict`.
+  """
+  image = image if prepared else prepare_image(image)
+  if not image.any():
+    return _empty(image.shape)
+  depth = int(predictor.config.unet.depth)
+  tile = int(predictor.config.predict.get("unet_tile", DEFAULT_UNET_TILE))
+  tile = max(2**depth, tile + (-tile % 2**depth))
+  threshold = float(predictor.config.unet.threshold)
+  semantic = np.zeros(image.shape, bool)
+  tiles = unet_tiles(image.shape, tile, unet_margin(depth))
+  for done, (rows, cols, core_rows, core_cols) in enumerate(tiles):
+    mask = _unet_semantic_tile(predictor.net, predictor.params, image[rows, cols], threshold)
+    semantic[rows, cols][core_rows, core_cols] = np.asarray(mask)[core_rows, core_cols]
+    if progress is not None:
+      progress(done + 1, len(tiles))
+  return semantic, unet_lib.instances_from_semantic(semantic)

@@ -11,6 +11,20 @@ same outputs:
     that the FOV's own zero padding never reaches the block (checked in `from_config`).
 Regions are batched natively (convolutions take the batch), since all regions of a batch share
 the static spiral offsets.
+
+Two exact reformulations of the scan (same outputs up to float rounding, tested):
+  * hoisting (`cropped` forward, i.e. `apply`): the image branch and the image half of the
+    merge convolution do not depend on the mask state, and a VALID convolution of a window is
+    the window of the VALID convolution of the canvas, so both run once per region on the whole
+    canvas; each step slices its window of the result. 17% fewer FLOPs per region at the
+    default sizes (1.79 vs 2.15 GFLOP), ~1.2x forward on the 2-core CPU. The training loss does
+    not hoist: there every reverse scan iteration adds into the gradient of the whole hoisted
+    canvas, which made the training step ~13% slower on that CPU.
+  * grouping (`segmenter.group_steps`): steps that cannot read each other's blocks
+    (`spiral.step_dependencies`) run as one batch in the same scan iteration, along the ASAP
+    wavefronts of `spiral.wavefront_schedule`: 49 sequential iterations instead of 56 at the
+    default geometry. Same FLOPs: it only helps where a step is latency-bound (small batches on
+    a GPU), not on a CPU that already runs at its convolution ceiling.
 """
 
 from collections.abc import Callable
@@ -63,19 +77,44 @@ class StepNet(nn.Module):
   dtype: Any = jnp.float32
   conv_general_dilated: Callable[..., jax.Array] | None = None
 
+  def _merge_part(self, features: jax.Array, channels: slice, padding: str) -> jax.Array:
+    """The merge convolution restricted to input `channels` (no bias); it is linear in them."""
+    if self.is_initializing():
+      raise ValueError("initialise StepNet with the plain call (image and mask)")
+    kernel = self.variables["params"]["merge_conv"]["kernel"][:, :, channels]
+    features, kernel = nn.dtypes.promote_dtype(features, kernel, dtype=self.dtype)
+    conv_fn = self.conv_general_dilated or lax.conv_general_dilated
+    return conv_fn(features, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
   @nn.compact
-  def __call__(self, image: jax.Array, mask: jax.Array, padding: str = "SAME") -> jax.Array:
+  def __call__(self, image: jax.Array | None, mask: jax.Array | None, padding: str = "SAME",
+               image_part: jax.Array | None = None, image_part_only: bool = False) -> jax.Array:
+    """Logits; or, with `image_part_only`, the image half of the merge conv (pre-bias, mask
+    unused), which a later call takes as `image_part` instead of the image (VALID only)."""
     if padding not in ("SAME", "VALID"):
       raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
     kernels = spiral.step_kernel_sizes(self.num_skip_modules)
     conv_layer = functools.partial(nn.Conv, padding=padding, dtype=self.dtype,
                                    conv_general_dilated=self.conv_general_dilated)
     k = kernels[0]
-    image_features = nn.relu(conv_layer(self.branch_features, (k, k), name="image_conv")(image))
-    mask_features = nn.relu(conv_layer(self.branch_features, (k, k), name="mask_conv")(mask))
-    x = jnp.concatenate([image_features, mask_features], axis=-1)
+    image_branch = conv_layer(self.branch_features, (k, k), name="image_conv")
+    mask_branch = conv_layer(self.branch_features, (k, k), name="mask_conv")
+    image_channels = slice(0, self.branch_features)
+    if image_part_only:
+      return self._merge_part(nn.relu(image_branch(image)), image_channels, padding)
+    mask_features = nn.relu(mask_branch(mask))
     k = kernels[1]
-    x = nn.relu(conv_layer(self.features, (k, k), name="merge_conv")(x))
+    if image_part is None:
+      image_features = nn.relu(image_branch(image))
+      x = jnp.concatenate([image_features, mask_features], axis=-1)
+      x = nn.relu(conv_layer(self.features, (k, k), name="merge_conv")(x))
+    else:
+      # Split only under VALID: a SAME window's zero border is not the canvas' content.
+      if padding != "VALID":
+        raise ValueError("image_part needs VALID padding")
+      mask_part = self._merge_part(mask_features, slice(self.branch_features, None), padding)
+      bias = self.variables["params"]["merge_conv"]["bias"]
+      x = nn.relu(image_part + mask_part + bias.astype(mask_part.dtype))
     for i in range(self.num_skip_modules):
       x = SkipModule(self.skip_features, self.features, kernels[2 + 2 * i:4 + 2 * i], padding,
                      self.dtype, self.conv_general_dilated, name=f"skip_{i}")(x)
@@ -105,6 +144,8 @@ class Segmenter:
   step: str = "cropped"
   loss_type: str = "final"
   remat: bool = True
+  group_steps: bool = False  # Run independent steps together (exact; see module docstring).
+  hoist_image: bool = True  # `cropped` `apply` only: image branch once per region (exact).
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Segmenter":
@@ -128,7 +169,8 @@ class Segmenter:
     segmenter = cls(net=net, region_shape=region_shape, update_size=n,
                     offsets=tuple((int(y), int(x)) for y, x in offsets),
                     radius=spiral.receptive_radius(seg.num_skip_modules), step=seg.step,
-                    loss_type=seg.loss, remat=bool(seg.remat))
+                    loss_type=seg.loss, remat=bool(seg.remat),
+                    group_steps=bool(seg.get("group_steps", False)))  # .get: older config.json
     if seg.step == "cropped" and segmenter.fov_margin < segmenter.radius:
       raise ValueError(
           f"step='cropped' is exact only if the centre block lies >= r = {segmenter.radius} px "
@@ -170,6 +212,32 @@ class Segmenter:
     after = np.maximum(0, ends.max(axis=0) - np.asarray(self.region_shape))
     return tuple((int(b), int(a)) for b, a in zip(before, after))
 
+  @property
+  def hoisted(self) -> bool:
+    """Whether `apply`'s scan reads a precomputed image part rather than the image."""
+    return self.hoist_image and self.step == "cropped"
+
+  @functools.cached_property
+  def schedule(self) -> tuple[tuple[int, ...], ...]:
+    """Step indices per scan iteration: one each, or the ASAP wavefronts if `group_steps`."""
+    if not self.group_steps:
+      return tuple((k,) for k in range(len(self.offsets)))
+    return spiral.wavefront_schedule(spiral.step_dependencies(
+        np.asarray(self.offsets), self.region_shape, self.update_size, self.radius))
+
+  @functools.cached_property
+  def schedule_segments(self) -> tuple[np.ndarray, ...]:
+    """(L, G, 2) int32 block offsets per scan: runs of consecutive levels of equal width G."""
+    segments, run = [], []
+    for level in self.schedule:
+      if run and len(run[-1]) != len(level):
+        segments.append(run)
+        run = []
+      run.append(level)
+    segments.append(run)
+    offsets = np.asarray(self.offsets, np.int32)
+    return tuple(offsets[np.asarray(run)] for run in segments)
+
   def to_canvas(self, x: jax.Array) -> jax.Array:
     """Places (B, H, W, C) region arrays into the zero canvas."""
     return jnp.pad(x, ((0, 0),) + self.canvas_pads + ((0, 0),))
@@ -199,19 +267,63 @@ class Segmenter:
     (top, _), (left, _) = self.canvas_pads
     return offset + jnp.asarray([top, left], jnp.int32)
 
+  @property
+  def _image_part_crop(self) -> int:
+    """Pixels per side that the image conv and the merge conv take off a VALID window."""
+    return sum((k - 1) // 2 for k in spiral.step_kernel_sizes(self.net.num_skip_modules)[:2])
+
+  def image_source(self, params: Any, image_canvas: jax.Array, hoisted: bool) -> jax.Array:
+    """What the scan's steps read of the image: the canvas, or (`hoisted`) the image half of
+    the merge conv over the whole canvas, (B, Hc - 2c, Wc - 2c, features), c = 2."""
+    if not hoisted:
+      return image_canvas
+    return self.net.apply(params, image_canvas, None, "VALID", image_part_only=True)
+
+  def _windows(self, source: jax.Array, mask_canvas: jax.Array, offset: jax.Array,
+               hoisted: bool) -> tuple[jax.Array, jax.Array]:
+    """The step's input windows at `offset` of the image source and of the mask canvas."""
+    batch = mask_canvas.shape[0]
+    start = self._canvas_start(offset) - jnp.asarray(self.block_in_window, jnp.int32)
+    height, width = self.window_shape
+    mask = lax.dynamic_slice(mask_canvas, (0, start[0], start[1], 0), (batch, height, width, 3))
+    # A VALID conv's output pixel (y, x) sees input pixels from (y, x) on: same start.
+    crop = 2 * self._image_part_crop if hoisted else 0
+    shape = (batch, height - crop, width - crop, source.shape[-1])
+    return lax.dynamic_slice(source, (0, start[0], start[1], 0), shape), mask
+
+  def _window_logits(self, params: Any, source: jax.Array, mask: jax.Array,
+                     hoisted: bool) -> jax.Array:
+    """Block logits (B, n, n, 3) from a step's input windows."""
+    if self.step == "cropped":
+      if hoisted:
+        return self.net.apply(params, None, mask, "VALID", image_part=source)
+      return self.net.apply(params, source, mask, "VALID")
+    logits = self.net.apply(params, source, mask, "SAME")
+    (y, x), n = self.block_in_window, self.update_size
+    return logits[:, y:y + n, x:x + n]
+
   def block_logits(self, params: Any, image_canvas: jax.Array, mask_canvas: jax.Array,
                    offset: jax.Array) -> jax.Array:
     """Logits (B, n, n, 3) of the block at `offset` (region coordinates) from the canvases."""
-    batch = image_canvas.shape[0]
-    start = self._canvas_start(offset) - jnp.asarray(self.block_in_window, jnp.int32)
-    height, width = self.window_shape
-    image = lax.dynamic_slice(image_canvas, (0, start[0], start[1], 0), (batch, height, width, 1))
-    mask = lax.dynamic_slice(mask_canvas, (0, start[0], start[1], 0), (batch, height, width, 3))
-    if self.step == "cropped":
-      return self.net.apply(params, image, mask, "VALID")
-    logits = self.net.apply(params, image, mask, "SAME")
-    (y, x), n = self.block_in_window, self.update_size
-    return logits[:, y:y + n, x:x + n]
+    return self._window_logits(
+        params, *self._windows(image_canvas, mask_canvas, offset, False), False)
+
+  def _group_logits(self, params: Any, source: jax.Array, mask_canvas: jax.Array,
+                    offsets: jax.Array, hoisted: bool) -> jax.Array:
+    """(G, B, n, n, 3) logits of the G independent blocks at `offsets` (G, 2), one batch."""
+    group, batch = offsets.shape[0], mask_canvas.shape[0]
+    windows = [self._windows(source, mask_canvas, offsets[g], hoisted) for g in range(group)]
+    if group == 1:
+      return self._window_logits(params, *windows[0], hoisted)[None]
+    logits = self._window_logits(params, jnp.concatenate([w[0] for w in windows]),
+                                 jnp.concatenate([w[1] for w in windows]), hoisted)
+    return logits.reshape((group, batch) + logits.shape[1:])
+
+  def _write_group(self, canvas: jax.Array, blocks: jax.Array, offsets: jax.Array) -> jax.Array:
+    """Writes (G, B, n, n, C) blocks; they are disjoint, so the order does not matter."""
+    for g in range(offsets.shape[0]):
+      canvas = self.write_block(canvas, blocks[g], offsets[g])
+    return canvas
 
   def inside_region(self, offset: jax.Array) -> jax.Array:
     """(n, n) bool: which pixels of the block at `offset` lie inside the region."""
@@ -246,22 +358,29 @@ class Segmenter:
       raise ValueError(f"init_mask must be {regions.shape + (3,)}, got {init_mask.shape}")
     return self.to_canvas(regions[..., None]), self.to_canvas(jnp.asarray(init_mask, jnp.float32))
 
-  def _scan(self, body, init):
-    """Scans `body(carry, offset)` over the spiral, rematerialising each step if `remat`."""
-    if self.remat:
+  def _scan(self, body, init, remat: bool):
+    """Scans `body(carry, offsets (G, 2))` over the schedule, one scan per segment; returns
+    (carry, per-segment outputs). Each iteration is rematerialised if `remat`."""
+    if remat:
       # prevent_cse=False is safe (and faster) inside scan: the loop already blocks CSE.
       body = jax.checkpoint(body, prevent_cse=False)
-    return lax.scan(body, init, jnp.asarray(self.offsets, jnp.int32))
+    outputs = []
+    for segment in self.schedule_segments:
+      init, output = lax.scan(body, init, jnp.asarray(segment))
+      outputs.append(output)
+    return init, outputs
 
   def apply(self, params: Any, regions: jax.Array,
             init_mask: jax.Array | None = None) -> jax.Array:
     """Segments (B, H, W) regions: probabilities (B, H, W, 3) after the whole spiral."""
     image_canvas, mask_canvas = self._canvases(regions, init_mask)
+    source = self.image_source(params, image_canvas, self.hoisted)
 
-    def body(mask_canvas, offset):
-      return self.step_fn(params, image_canvas, mask_canvas, offset), None
+    def body(mask_canvas, offsets):
+      logits = self._group_logits(params, source, mask_canvas, offsets, self.hoisted)
+      return self._write_group(mask_canvas, jax.nn.sigmoid(logits), offsets), None
 
-    mask_canvas, _ = lax.scan(body, mask_canvas, jnp.asarray(self.offsets, jnp.int32))
+    mask_canvas, _ = self._scan(body, mask_canvas, remat=False)
     return self.from_canvas(mask_canvas)
 
   @functools.cached_property
@@ -279,27 +398,33 @@ class Segmenter:
     BCE of its block's in-region pixels; the loss is the mean over steps.
     """
     image_canvas, mask_canvas = self._canvases(regions, None)
+    source = image_canvas  # Not hoisted (see the module docstring).
     labels = jnp.asarray(labels, jnp.float32)
     if self.loss_type == "final":
-      def body(carry, offset):
+      def body(carry, offsets):
         mask_canvas, logit_canvas = carry
-        logits = self.block_logits(params, image_canvas, mask_canvas, offset)
-        return (self.write_block(mask_canvas, jax.nn.sigmoid(logits), offset),
-                self.write_block(logit_canvas, logits, offset)), None
+        logits = self._group_logits(params, source, mask_canvas, offsets, False)
+        return (self._write_group(mask_canvas, jax.nn.sigmoid(logits), offsets),
+                self._write_group(logit_canvas, logits, offsets)), None
 
-      (_, logit_canvas), _ = self._scan(body, (mask_canvas, jnp.zeros_like(mask_canvas)))
+      (_, logit_canvas), _ = self._scan(body, (mask_canvas, jnp.zeros_like(mask_canvas)),
+                                        self.remat)
       return optax.sigmoid_binary_cross_entropy(self.from_canvas(logit_canvas), labels).mean()
 
     label_canvas = self.to_canvas(labels)
 
-    def per_step_body(mask_canvas, offset):
-      logits = self.block_logits(params, image_canvas, lax.stop_gradient(mask_canvas), offset)
-      start = self._canvas_start(offset)
-      target = lax.dynamic_slice(label_canvas, (0, start[0], start[1], 0), logits.shape)
-      weight = self.inside_region(offset)[None, :, :, None].astype(jnp.float32)
-      bce = optax.sigmoid_binary_cross_entropy(logits, target) * weight
-      step_loss = bce.sum() / (weight.sum() * logits.shape[0] * logits.shape[-1])
-      return self.write_block(mask_canvas, jax.nn.sigmoid(logits), offset), step_loss
+    def per_step_body(mask_canvas, offsets):
+      group_logits = self._group_logits(params, source, lax.stop_gradient(mask_canvas), offsets,
+                                        False)
+      step_losses = []
+      for g in range(offsets.shape[0]):
+        logits, start = group_logits[g], self._canvas_start(offsets[g])
+        target = lax.dynamic_slice(label_canvas, (0, start[0], start[1], 0), logits.shape)
+        weight = self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
+        bce = optax.sigmoid_binary_cross_entropy(logits, target) * weight
+        step_losses.append(bce.sum() / (weight.sum() * logits.shape[0] * logits.shape[-1]))
+      mask_canvas = self._write_group(mask_canvas, jax.nn.sigmoid(group_logits), offsets)
+      return mask_canvas, jnp.stack(step_losses)
 
-    _, step_losses = self._scan(per_step_body, mask_canvas)
-    return step_losses.mean()
+    _, step_losses = self._scan(per_step_body, mask_canvas, self.remat)
+    return jnp.concatenate([s.reshape(-1) for s in step_losses]).mean()

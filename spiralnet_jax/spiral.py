@@ -49,3 +49,45 @@ def step_kernel_sizes(num_skip_modules: int) -> tuple[int, ...]:
 def receptive_radius(num_skip_modules: int) -> int:
   """Pixels around an output pixel that the step network sees (2 + 2K for K skip modules)."""
   return sum((k - 1) // 2 for k in step_kernel_sizes(num_skip_modules))
+
+
+def step_dependencies(offsets: np.ndarray, region_shape: tuple[int, int], n: int,
+                      radius: int) -> np.ndarray:
+  """(K, K) bool: [j, i] is True iff i < j and spiral steps i and j must keep their order.
+
+  Step k reads the mask within `radius` of its n x n block (its (n + 2r)² window) and writes
+  the block's pixels inside the region. Two steps must stay ordered if either reads what the
+  other writes: j reads i's output (read after write), or i reads pixels j overwrites (i must
+  see them before j writes them). Steps with neither can run together without changing outputs.
+  """
+  offsets = np.asarray(offsets, np.int64).reshape(-1, 2)
+  if n < 1 or radius < 0:
+    raise ValueError(f"need n >= 1 and radius >= 0, got n={n}, radius={radius}")
+  size = np.asarray(region_shape, np.int64)
+  written_lo, written_hi = np.clip(offsets, 0, size), np.clip(offsets + n, 0, size)
+  window_lo, window_hi = offsets - radius, offsets + n + radius
+  # reads[j, i]: j's window meets i's written pixels (half-open boxes, both axes).
+  reads = np.all(np.maximum(window_lo[:, None], written_lo[None])
+                 < np.minimum(window_hi[:, None], written_hi[None]), axis=-1)
+  # A step that writes no pixel has no effect, so what it reads does not matter.
+  writes = np.all(written_lo < written_hi, axis=-1)
+  reads &= writes[:, None]
+  return np.tril(reads | reads.T, k=-1)
+
+
+def wavefront_schedule(dependencies: np.ndarray) -> tuple[tuple[int, ...], ...]:
+  """ASAP levels of a step DAG ([j, i] True: j after i, i < j): tuple of step-index tuples.
+
+  Step j goes to level 1 + max(level of its predecessors); steps of one level depend on no
+  other step of that level. The number of levels is the critical path length.
+  """
+  dependencies = np.asarray(dependencies, bool)
+  num_steps = dependencies.shape[0]
+  if dependencies.shape != (num_steps, num_steps) or np.any(np.triu(dependencies)):
+    raise ValueError("dependencies must be (K, K) with [j, i] True only for i < j")
+  level = np.zeros(num_steps, np.int64)
+  for j in range(num_steps):
+    preds = np.flatnonzero(dependencies[j])
+    level[j] = 1 + (level[preds].max() if preds.size else 0)
+  return tuple(tuple(int(k) for k in np.flatnonzero(level == v))
+               for v in range(1, level.max(initial=0) + 1))

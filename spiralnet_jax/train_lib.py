@@ -4,8 +4,12 @@ Three stages train one after another (`config.stages`): "scorer" (MSE on region 
 "segmenter" (`Segmenter.loss` on the regions whose score passes the threshold, against their
 3-channel central labels) and "unet" (BCE on the foreground of whole images or random crops).
 Each stage keeps its own Orbax checkpoints under `<workdir>/checkpoints/<stage>/` and resumes
-from the latest one. Batches are a pure function of (seed, stage, epoch, batch index), so a run
-stopped after any step and restarted ends with exactly the parameters of an uninterrupted run.
+from the newest one that restores and matches its checksums. Batches are a pure function of
+(seed, stage, epoch, batch index), so a run stopped after any step -- cleanly or by SIGKILL --
+and restarted ends with exactly the parameters of an uninterrupted run. Training is data-parallel
+over a `jax.sharding.Mesh` of all devices (one "data" axis): batches are split along it,
+parameters and optimizer state are replicated; the same code runs on one device, several local
+devices and several hosts (after `jax.distributed.initialize()`).
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import dataclasses
 import json
 import logging as py_logging
 import math
+import os
 import pathlib
 import time
+import zlib
 from typing import Any, Callable, Optional, Sequence, Union
 
 from absl import logging
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 import optax
@@ -80,12 +88,15 @@ def unet_loss(model: Any, params: Any, batch: Batch) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
-               tx: optax.GradientTransformation) -> tuple[TrainState, jax.Array]:
-  """One optimizer update on `loss_fn(params, batch)`; returns the new state and the loss."""
+               tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer update on `loss_fn(params, batch)`; returns the new state, loss, grad norm."""
   loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+  # The norm of the raw gradient (before any clipping): the loop stops on a non-finite one.
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {"loss": loss, "grad_norm": grad_norm}
 
 
 def eval_step(params: Any, batch: Batch, *, loss_fn: LossFn) -> jax.Array:
@@ -149,8 +160,11 @@ class ScorerData:
   def __len__(self) -> int:
     return len(self.regions)
 
-  def batch(self, items: np.ndarray, rng: np.random.Generator) -> Batch:
+  def batch(self, items: np.ndarray, rng: Optional[np.random.Generator],
+            rows: slice = slice(None)) -> Batch:
+    """Rows `rows` of the batch of `items` (a host loads only its part of a global batch)."""
     del rng  # Regions are fixed; only their order is random.
+    items = items[rows]
     return {"regions": self.regions.image_regions(items), "scores": self.regions.scores[items]}
 
 
@@ -164,9 +178,11 @@ class SegmenterData:
   def __len__(self) -> int:
     return len(self.selected)
 
-  def batch(self, items: np.ndarray, rng: np.random.Generator) -> Batch:
+  def batch(self, items: np.ndarray, rng: Optional[np.random.Generator],
+            rows: slice = slice(None)) -> Batch:
+    """Rows `rows` of the batch of `items`."""
     del rng
-    chosen = self.selected[items]
+    chosen = self.selected[items[rows]]
     labels = regions_lib.central_labels(self.regions.instance_regions(chosen), self.regions.geom)
     return {"regions": self.regions.image_regions(chosen), "labels": labels}
 
@@ -196,13 +212,23 @@ class UNetData:
   def __len__(self) -> int:
     return len(self.images)
 
-  def batch(self, items: np.ndarray, rng: Optional[np.random.Generator]) -> Batch:
-    """(B, H, W, 1) images, foreground and weight; random crops when crop_size > 0 and rng."""
-    arrays = [self.images[items], self.foreground[items], self.weight[items]]
+  def batch(self, items: np.ndarray, rng: Optional[np.random.Generator],
+            rows: slice = slice(None)) -> Batch:
+    """(B, H, W, 1) images, foreground and weight of rows `rows` of the batch of `items`.
+
+    Random crops when crop_size > 0 and rng. The crops of the whole batch are drawn, then the
+    rows taken, so a row's crop does not depend on how the batch is split between hosts.
+    """
+    crops = None
     if self.crop_size and rng is not None:
       s = self.crop_size
-      ys = rng.integers(0, self.shape[0] - s + 1, size=len(items))
-      xs = rng.integers(0, self.shape[1] - s + 1, size=len(items))
+      ys = rng.integers(0, self.shape[0] - s + 1, size=len(items))[rows]
+      xs = rng.integers(0, self.shape[1] - s + 1, size=len(items))[rows]
+      crops = ys, xs
+    items = items[rows]
+    arrays = [self.images[items], self.foreground[items], self.weight[items]]
+    if crops is not None:
+      ys, xs = crops
       arrays = [np.stack([a[b, y:y + s, x:x + s] for b, (y, x) in enumerate(zip(ys, xs))])
                 for a in arrays]
     images, fg, weight = (a[..., None].astype(np.float32) for a in arrays)
@@ -252,9 +278,18 @@ class Stage:
   max_eval_items: int = 0
 
 
-def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
-  """Adam, as in the thesis for every stage."""
+def make_optimizer(learning_rate: float,
+                   grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
+  """Adam, as in the thesis for every stage; gradients clipped to a global norm if > 0."""
+  if grad_clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(grad_clip_norm), optax.adam(learning_rate))
+  # Off: plain Adam, the state layout of checkpoints written before clipping existed.
   return optax.adam(learning_rate)
+
+
+def _grad_clip_norm(config: ml_collections.ConfigDict) -> float:
+  # A config.json written before the field existed means no clipping.
+  return float(config.train.get("grad_clip_norm", 0.0))
 
 
 def _scorer_model(config: ml_collections.ConfigDict) -> Any:
@@ -291,39 +326,9 @@ def stage_rng(stage: str, config: ml_collections.ConfigDict) -> jax.Array:
 
 def abstract_state(stage: str, config: ml_collections.ConfigDict) -> TrainState:
   """Shapes and dtypes of a stage's TrainState (the restore target), computed without FLOPs."""
-  tx = make_optimizer(getattr(config, stage).learning_rate)
+  tx = make_optimizer(getattr(config, stage).learning_rate, _grad_clip_norm(config))
   return jax.eval_shape(
       lambda: create_train_state(init_params(stage, config, stage_rng(stage, config)), tx))
-
-
-def checkpoint_dir(workdir: PathLike, stage: str) -> pathlib.Path:
-  """`<workdir>/checkpoints/<stage>` (absolute, as Orbax requires)."""
-  return pathlib.Path(workdir).resolve() / "checkpoints" / stage
-
-
-def _checkpoint_manager(workdir: PathLike, stage: str,
-                        config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      checkpoint_dir(workdir, stage),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True))
-
-
-def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
-  """The config training wrote to `<workdir>/config.json`."""
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
-  """The parameters of a stage's latest checkpoint; FileNotFoundError if there is none."""
-  with _checkpoint_manager(workdir, stage, config) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no {stage} checkpoint under {checkpoint_dir(workdir, stage)}")
-    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state(stage, config)))
-  return state.params
 
 
 def _selected_by_scorer(examples: Sequence[data_lib.Example], scorer_params: Any,
@@ -387,6 +392,240 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
       val=UNetData(val_examples, config.unet.depth, 0))
 
 
+# --- errors --------------------------------------------------------------------------------------
+
+
+class TrainingError(Exception):
+  """A failure that train.py reports as one line, without a traceback."""
+
+
+class NonFiniteError(TrainingError, FloatingPointError):
+  """A non-finite loss or gradient norm; the state of that step was not saved."""
+
+
+class CheckpointError(TrainingError):
+  """Checkpoints of a stage exist but none of them restores."""
+
+
+class ConfigMismatchError(TrainingError, ValueError):
+  """The workdir was written by a config that differs where resuming would not be exact."""
+
+
+class BatchSizeError(TrainingError, ValueError):
+  """A global batch that does not split evenly over the devices of the data mesh."""
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+# The `custom_metadata` key under which every checkpoint stores its per-leaf checksums.
+_CHECKSUMS = "crc32"
+
+
+def checkpoint_dir(workdir: PathLike, stage: str) -> pathlib.Path:
+  """`<workdir>/checkpoints/<stage>` (absolute, as Orbax requires)."""
+  return pathlib.Path(workdir).resolve() / "checkpoints" / stage
+
+
+def _checkpoint_manager(workdir: PathLike, stage: str, config: ml_collections.ConfigDict,
+                        read_only: bool = False) -> ocp.CheckpointManager:
+  # Saves are asynchronous; each is written to `<step>.orbax-checkpoint-tmp-*` and renamed to
+  # `<step>` when complete (atomic on a local file system), and older steps beyond max_to_keep
+  # are deleted only after that rename. A kill at any moment leaves complete steps only; tmp
+  # directories are never listed as steps.
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir, stage),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep,
+                                           create=True, read_only=read_only))
+
+
+def _local_value(x: Any) -> np.ndarray:
+  """This process's copy of a replicated array (on one host: the array)."""
+  return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+
+
+def state_checksums(state: Any) -> dict[str, int]:
+  """CRC-32 of every leaf's bytes, keyed by its tree path."""
+  # Orbax's OCDBT format checksums its index but not the array chunks: with orbax 0.12.8 a
+  # flipped byte in a parameter file restores without error, so each save stores these.
+  leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+  return {jax.tree_util.keystr(path): zlib.crc32(np.ascontiguousarray(_local_value(leaf)).data)
+          for path, leaf in leaves}
+
+
+def _restore_verified(mngr: ocp.CheckpointManager, step: int, abstract: Any) -> Any:
+  """Restores one step and checks it against the checksums saved with it."""
+  state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  expected = (mngr.metadata(step).custom_metadata or {}).get(_CHECKSUMS)
+  if expected is not None:  # Checkpoints not written by train_stage carry none.
+    got = state_checksums(state)
+    bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+    if bad:
+      more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+      raise ValueError(f"checksum mismatch in {bad[0]}{more}")
+  return state
+
+
+def restore_newest(mngr: ocp.CheckpointManager, abstract: Any,
+                   stage: str) -> tuple[Optional[Any], list[int]]:
+  """The newest checkpoint that restores and verifies (None if none does), and the newer steps
+  that failed; each failure is logged as one line naming the stage, the step and the reason."""
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      state = _restore_verified(mngr, step, abstract)
+    except Exception as e:  # pylint: disable=broad-except
+      # Whatever a damaged checkpoint raises (JSON, tensorstore, checksum errors), the answer is
+      # the same: report it and try the previous step.
+      reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+      logging.warning("%s: checkpoint step %d cannot be restored (%s)", stage, step, reason)
+      failed.append(step)
+      continue
+    if failed:
+      logging.warning("%s: fell back to checkpoint step %d (newer unrestorable: %s)", stage,
+                      step, ", ".join(map(str, failed)))
+    return state, failed
+  return None, failed
+
+
+def _set_aside(directory: pathlib.Path, steps: Sequence[int], stage: str) -> None:
+  """Moves unrestorable step directories to `<stage>.corrupt/` beside `directory`."""
+  # Out of Orbax's way (saving that step again would collide with it), but kept for inspection.
+  if jax.process_index() == 0:
+    for step in steps:
+      target = directory.parent / f"{directory.name}.corrupt" / str(step)
+      n = 1
+      while target.exists():
+        target, n = target.with_name(f"{step}-{n}"), n + 1
+      target.parent.mkdir(parents=True, exist_ok=True)
+      (directory / str(step)).rename(target)
+      logging.warning("%s: moved unrestorable checkpoint step %d to %s", stage, step, target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"spiralnet_set_aside_{stage}")
+
+
+def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
+  """The config training wrote to `<workdir>/config.json`."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
+  """The parameters of a stage's newest restorable checkpoint; FileNotFoundError if none exists.
+
+  An unrestorable newer checkpoint is logged and skipped; CheckpointError if none restores.
+  """
+  # Onto one local device, whatever devices saved it (without a target sharding Orbax refuses
+  # a checkpoint written by a different device count).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          abstract_state(stage, config))
+  with _checkpoint_manager(workdir, stage, config) as mngr:
+    state, failed = restore_newest(mngr, abstract, stage)
+  if state is None:
+    where = checkpoint_dir(workdir, stage)
+    if failed:
+      raise CheckpointError(f"{stage}: no checkpoint under {where} restores (unrestorable "
+                            f"steps: {', '.join(map(str, failed))})")
+    raise FileNotFoundError(f"no {stage} checkpoint under {where}")
+  return state.params
+
+
+# --- resuming under a changed config -------------------------------------------------------------
+
+# Fields (dotted paths, or prefixes of them) that may differ between the config that wrote a
+# workdir and the one that resumes it: with any of them changed the resumed run still equals an
+# uninterrupted run under the new config. Logging, checkpoint and validation cadence, where to
+# stop, which stages to train, settings used only after training, where the same data lives, and
+# epoch counts (batch order depends on (seed, stage, epoch) only and the learning rate is
+# constant, so more epochs extend the same run).
+RESUMABLE_FIELDS = (
+    "stages", "data.data_dir", "data.tfds_data_dir", "data.eval_splits",
+    "scorer.epochs", "segmenter.epochs", "unet.epochs",
+    "train.log_every_steps", "train.checkpoint_every_epochs", "train.checkpoint_every_steps",
+    "train.max_to_keep", "train.eval_every_epochs", "train.max_steps", "train.max_eval_regions",
+    "train.allow_config_change", "train.allow_fresh_start",
+    "continuation", "assembly", "predict", "unet.threshold",
+    "eval",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+  """`field: old -> new` for each field of two JSON configs that differs, less RESUMABLE_FIELDS."""
+  old, new = _flatten(old), _flatten(new)
+  resumable = lambda k: any(k == f or k.startswith(f + ".") for f in RESUMABLE_FIELDS)
+  missing = "(absent)"
+  return [f"{k}: {old.get(k, missing)} -> {new.get(k, missing)}"
+          for k in sorted(set(old) | set(new))
+          if not resumable(k) and old.get(k, missing) != new.get(k, missing)]
+
+
+def _check_and_write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """Refuses a workdir whose config.json differs from `config` (see RESUMABLE_FIELDS) unless
+  train.allow_config_change, then writes `config` there (atomically)."""
+  new = json.loads(config.to_json_best_effort())
+  path = workdir / "config.json"
+  if path.is_file():
+    try:
+      changes = config_changes(json.loads(path.read_text()), new)
+    except json.JSONDecodeError as e:
+      changes = [f"config.json unreadable ({e})"]
+    if changes:
+      listed = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
+                                         else "")
+      if not config.train.allow_config_change:
+        raise ConfigMismatchError(
+            f"{workdir} was written by a different config ({listed}); resuming would match no "
+            "uninterrupted run. Use a new --workdir, or pass "
+            "--config.train.allow_config_change=True to resume anyway")
+      logging.warning("%s: resuming under a changed config (%s)", workdir, listed)
+  if jax.process_index() == 0:
+    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
+    tmp.write_text(config.to_json_best_effort(indent=2) + "\n")
+    os.replace(tmp, path)  # A kill mid-write leaves the old config.json whole.
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+def data_mesh(devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A 1-D mesh, axis "data", over `devices` (default: every device of every process)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
+
+
+def host_rows(sharding: NamedSharding, num_rows: int) -> slice:
+  """The rows of a global batch of `num_rows` that this process's devices hold."""
+  ranges = {s[0].indices(num_rows)[:2]
+            for s in sharding.addressable_devices_indices_map((num_rows,)).values()}
+  start, stop = min(r[0] for r in ranges), max(r[1] for r in ranges)
+  if sum(b - a for a, b in ranges) != stop - start:
+    raise ValueError(f"this process's rows of the batch are not contiguous: {sorted(ranges)}")
+  return slice(start, stop)
+
+
+def shard_batch(data: Any, items: np.ndarray, rng: Optional[np.random.Generator],
+                sharding: NamedSharding) -> dict[str, jax.Array]:
+  """The global batch of `items` as arrays laid out by `sharding`; this process loads its rows."""
+  local = data.batch(items, rng, host_rows(sharding, len(items)))
+  return {k: jax.make_array_from_process_local_data(sharding, v, (len(items),) + v.shape[1:])
+          for k, v in local.items()}
+
+
+def _host_floats(*values: jax.Array) -> list[float]:
+  """Replicated scalars as Python floats (one transfer)."""
+  return [float(v) for v in jax.device_get([x.addressable_data(0) for x in values])]
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -400,13 +639,28 @@ def quiet_orbax_logging() -> None:
 
 
 class MetricsLog:
-  """Scalars to TensorBoard event files and to `<workdir>/metrics.jsonl` (one JSON per line)."""
+  """Scalars to TensorBoard event files and to `<workdir>/metrics.jsonl` (one JSON per line).
+
+  Only process 0 writes. Steps replayed after a crash are logged again; being deterministic,
+  they repeat the same values.
+  """
 
   def __init__(self, workdir: pathlib.Path):
+    self._enabled = jax.process_index() == 0
+    if not self._enabled:
+      return
+    path = workdir / "metrics.jsonl"
+    if path.is_file():
+      # A kill mid-write can leave a partial last line: cut it so the next record stays whole.
+      text = path.read_bytes()
+      if text and not text.endswith(b"\n"):
+        os.truncate(path, text.rfind(b"\n") + 1)
     self._writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, stage: str, step: int, **scalars: float) -> None:
+    if not self._enabled:
+      return
     for key, value in scalars.items():
       if key != "epoch":
         self._writer.add_scalar(f"{stage}/{key}", value, step)
@@ -414,17 +668,20 @@ class MetricsLog:
     self._jsonl.flush()
 
   def close(self) -> None:
-    self._writer.close()
-    self._jsonl.close()
+    if self._enabled:
+      self._writer.close()
+      self._jsonl.close()
 
 
 def evaluate(stage: Stage, params: Any, eval_fn: Callable[[Any, Batch], jax.Array],
-             seed: int) -> float:
+             seed: int, mesh: Optional[Mesh] = None) -> float:
   """Mean loss over the validation items (a fixed random subset if max_eval_items > 0).
 
   Items go in batches of the training batch size, the remainder in one smaller batch, and the
-  batch means are weighted by batch length, so this is the exact mean over items.
+  batch means are weighted by batch length, so this is the exact mean over items. A batch that
+  does not split over the devices is replicated instead.
   """
+  mesh = data_mesh() if mesh is None else mesh
   n = len(stage.val)
   if n == 0:
     return float("nan")
@@ -435,59 +692,106 @@ def evaluate(stage: Stage, params: Any, eval_fn: Callable[[Any, Batch], jax.Arra
   total = 0.0
   for i in range(0, len(items), stage.batch_size):
     chunk = items[i:i + stage.batch_size]
-    total += float(eval_fn(params, stage.val.batch(chunk, None))) * len(chunk)
+    spec = PartitionSpec("data") if len(chunk) % mesh.size == 0 else PartitionSpec()
+    batch = shard_batch(stage.val, chunk, None, NamedSharding(mesh, spec))
+    total += _host_floats(eval_fn(params, batch))[0] * len(chunk)
   return total / len(items)
 
 
-def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                log: MetricsLog) -> tuple[TrainState, dict[str, float]]:
-  """Trains (or resumes) one stage to its last step; returns the state and final metrics."""
-  tx = make_optimizer(stage.learning_rate)
-  init_fn = lambda: create_train_state(stage.init_params(stage_rng(stage.name, config)), tx)
-  step_fn = jax.jit(lambda s, b: train_step(s, b, loss_fn=stage.loss_fn, tx=tx))
-  eval_fn = jax.jit(lambda p, b: eval_step(p, b, loss_fn=stage.loss_fn))
+def _non_finite_message(stage: str, step: int, loss: float, grad_norm: float,
+                        last_saved: Optional[int], where: pathlib.Path) -> str:
+  what = "loss" if not math.isfinite(loss) else "gradient norm"
+  kept = (f"last good checkpoint: step {last_saved} in {where}" if last_saved is not None
+          else "no checkpoint was saved before it")
+  return (f"{stage}: non-finite {what} at step {step} (loss {loss:.6g}, gradient norm "
+          f"{grad_norm:.6g}); stopped without saving this step, {kept}")
 
-  steps_per_epoch = len(epoch_batches(len(stage.train), stage.batch_size, config.seed,
-                                      stage.name, 0, stage.max_train_items))
+
+def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                log: MetricsLog, mesh: Optional[Mesh] = None) -> tuple[TrainState, dict[str, float]]:
+  """Trains (or resumes) one stage to its last step; returns the state and final metrics.
+
+  Data-parallel over `mesh` (default: all devices): each global batch is split along "data",
+  the state is replicated.
+  """
+  mesh = data_mesh() if mesh is None else mesh
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  tx = make_optimizer(stage.learning_rate, _grad_clip_norm(config))
+  init_fn = lambda: create_train_state(stage.init_params(stage_rng(stage.name, config)), tx)
+  step_fn = jax.jit(lambda s, b: train_step(s, b, loss_fn=stage.loss_fn, tx=tx),
+                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  eval_fn = jax.jit(lambda p, b: eval_step(p, b, loss_fn=stage.loss_fn),
+                    out_shardings=replicated)
+
+  steps_per_epoch, global_batch = epoch_batches(len(stage.train), stage.batch_size, config.seed,
+                                                stage.name, 0, stage.max_train_items).shape
+  if global_batch % mesh.size:
+    raise BatchSizeError(
+        f"{stage.name}: a global batch of {global_batch} items does not split over "
+        f"{mesh.size} devices; make {stage.name}.batch_size a multiple of {mesh.size}")
   total_steps = stage.epochs * steps_per_epoch
   end_step = min(total_steps, config.train.max_steps) if config.train.max_steps > 0 else total_steps
+  every_steps = config.train.checkpoint_every_steps
+  where = checkpoint_dir(workdir, stage.name)
 
   metrics: dict[str, float] = {}
   with _checkpoint_manager(workdir, stage.name, config) as mngr:
-    latest = mngr.latest_step()
-    if latest is None:
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        jax.eval_shape(init_fn))
+    state, failed = restore_newest(mngr, abstract, stage.name)
+    if state is None and failed and not config.train.allow_fresh_start:
+      raise CheckpointError(
+          f"{stage.name}: no checkpoint under {where} restores (unrestorable steps: "
+          f"{', '.join(map(str, failed))}); pass --config.train.allow_fresh_start=True to "
+          "train this stage from scratch")
+    if failed:
+      _set_aside(where, failed, stage.name)
+      mngr.reload()
+    if state is None:
+      if failed:
+        logging.warning("%s: no checkpoint restores; training from scratch", stage.name)
       # Under jit: eager Flax init compiles every layer's ops one by one (~15 s for a U-Net).
-      state = jax.jit(init_fn)()
+      state = jax.jit(init_fn, out_shardings=replicated)()
     else:
-      state = mngr.restore(latest, args=ocp.args.StandardRestore(jax.eval_shape(init_fn)))
-      logging.info("%s: resumed from step %d", stage.name, latest)
-    step = int(state.step)
-    logging.info("%s: %d items, %d steps/epoch, steps %d -> %d of %d", stage.name,
-                 len(stage.train), steps_per_epoch, step, end_step, total_steps)
+      logging.info("%s: resumed from step %d", stage.name, int(_local_value(state.step)))
+    step = int(_local_value(state.step))
+    logging.info("%s: %d items, %d steps/epoch, global batch %d over %d devices, steps %d -> %d "
+                 "of %d", stage.name, len(stage.train), steps_per_epoch, global_batch, mesh.size,
+                 step, end_step, total_steps)
 
     def save() -> None:
       if mngr.latest_step() != step:
-        mngr.save(step, args=ocp.args.StandardSave(state))
+        mngr.save(step, args=ocp.args.StandardSave(state),
+                  custom_metadata={_CHECKSUMS: state_checksums(state)})
 
     def validate() -> None:
-      metrics["val_loss"] = evaluate(stage, state.params, eval_fn, config.seed)
+      metrics["val_loss"] = evaluate(stage, state.params, eval_fn, config.seed, mesh)
       log.write(stage.name, step, epoch=step / steps_per_epoch, val_loss=metrics["val_loss"])
 
-    bar = tqdm.tqdm(total=end_step, initial=step, desc=stage.name, unit="step", disable=None)
-    window_losses, window_items, window_start = [], 0, time.perf_counter()
+    primary = jax.process_index() == 0
+    bar = tqdm.tqdm(total=end_step, initial=step, desc=stage.name, unit="step",
+                    disable=None if primary else True)
+    window: dict[str, list[float]] = {"loss": [], "grad_norm": []}
+    window_items, window_start = 0, time.perf_counter()
     start_step, start_time = step, window_start
     while step < end_step:
       epoch, first = divmod(step, steps_per_epoch)
       plan = epoch_batches(len(stage.train), stage.batch_size, config.seed, stage.name, epoch,
                            stage.max_train_items)
       for index in range(first, min(steps_per_epoch, first + end_step - step)):
-        batch = stage.train.batch(plan[index], batch_rng(config.seed, stage.name, epoch, index))
-        state, loss = step_fn(state, batch)
-        step += 1
-        loss = float(loss)
-        if not math.isfinite(loss):
-          raise FloatingPointError(f"{stage.name}: non-finite loss {loss} at step {step}")
-        window_losses.append(loss)
+        batch = shard_batch(stage.train, plan[index],
+                            batch_rng(config.seed, stage.name, epoch, index), batch_sharding)
+        new_state, out = step_fn(state, batch)
+        loss, grad_norm = _host_floats(out["loss"], out["grad_norm"])
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+          mngr.wait_until_finished()  # So that the message names a complete checkpoint.
+          raise NonFiniteError(_non_finite_message(stage.name, step + 1, loss, grad_norm,
+                                                   mngr.latest_step(), where))
+        state, step = new_state, step + 1
+        window["loss"].append(loss)
+        window["grad_norm"].append(grad_norm)
         window_items += len(plan[index])
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4g}")
@@ -495,14 +799,17 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
           now = time.perf_counter()
           rate = window_items / max(now - window_start, 1e-9)
           eta = (end_step - step) * (now - start_time) / (step - start_step)
-          metrics["train_loss"] = float(np.mean(window_losses))
+          metrics["train_loss"] = float(np.mean(window["loss"]))
           log.write(stage.name, step, epoch=step / steps_per_epoch,
-                    loss=metrics["train_loss"], lr=stage.learning_rate,
-                    **{f"{stage.unit}_per_s": rate})
+                    loss=metrics["train_loss"], grad_norm=float(np.mean(window["grad_norm"])),
+                    lr=stage.learning_rate, **{f"{stage.unit}_per_s": rate})
           logging.info("%s step %d/%d epoch %.2f loss %.5g %.1f %s/s ETA %.0f s", stage.name,
                        step, end_step, step / steps_per_epoch, metrics["train_loss"], rate,
                        stage.unit, eta)
-          window_losses, window_items, window_start = [], 0, now
+          window = {"loss": [], "grad_norm": []}
+          window_items, window_start = 0, now
+        if every_steps > 0 and step % every_steps == 0 and step < end_step:
+          save()
       epochs_done = step // steps_per_epoch
       if step % steps_per_epoch == 0 and step < end_step:
         if epochs_done % config.train.eval_every_epochs == 0:
@@ -518,13 +825,20 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> dict:
-  """Trains `config.stages` in order in `workdir`; returns the final metrics per stage."""
+  """Trains `config.stages` in order in `workdir`; returns the final metrics per stage.
+
+  Refuses (ConfigMismatchError) a workdir written by a config that differs outside
+  RESUMABLE_FIELDS unless `config.train.allow_config_change`.
+  """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   for stage in config.stages:
     if stage not in STAGE_IDS:
       raise ValueError(f"unknown stage {stage!r} in config.stages; expected {tuple(STAGE_IDS)}")
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_and_write_config(config, workdir)
+  mesh = data_mesh()
+  logging.info("data-parallel over %d devices (%s) in %d processes", mesh.size,
+               jax.devices()[0].platform, jax.process_count())
 
   train_examples = data_lib.load_examples(config.data, config.data.train_split)
   val_examples = data_lib.load_examples(config.data, "validation")
@@ -535,7 +849,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
 
   def scorer_params() -> Any:
     if "scorer" in states:
-      return states["scorer"].params
+      # This host's copy: scoring regions is per-host work, outside the data mesh.
+      return jax.tree.map(_local_value, states["scorer"].params)
     return load_params(workdir, "scorer", config)
 
   results = {}
@@ -543,7 +858,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
   try:
     for name in config.stages:
       stage = build_stage(name, config, train_examples, val_examples, scorer_params)
-      states[name], results[name] = train_stage(stage, config, workdir, log)
+      states[name], results[name] = train_stage(stage, config, workdir, log, mesh)
   finally:
     log.close()
   return results

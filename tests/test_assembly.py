@@ -156,3 +156,30 @@ def test_config_wrapper_reads_the_assembly_config():
                         cfg.min_size)[1])
   assert cfg.min_size > 4  # The speck (4 px) is dropped under the defaults.
   assert assembly.assemble_from_config(pieces, SHAPE, cfg)[1].max() == 1
+
+
+def test_claims_in_any_order_assemble_the_same():
+  # Streamed claims arrive sorted by object; any other order must give the same image.
+  pieces = _pieces(((0, 0), _box(2, 9, 2, 9), 0.9, 0), ((2, 3), _box(3, 9, 3, 10), 0.8, 1),
+                   ((6, 8), _box(8, 14, 8, 13), 0.7, 2), ((8, 10), _box(15, 17, 18, 20), 0.9, 3))
+  claimed = assembly.claims(pieces, SHAPE, 0.5)
+  order = np.random.default_rng(0).permutation(claimed.pixel.size)
+  shuffled = assembly.Claims(*(field[order] for field in claimed))
+  for args in [(0.5, 0.8, 1), (0.5, 0.8, 5), (0.99, 0.99, 1)]:
+    np.testing.assert_array_equal(assembly.assemble_claims(claimed, SHAPE, *args)[1],
+                                  assembly.assemble_claims(shuffled, SHAPE, *args)[1])
+
+
+def test_concatenate_claims_joins_and_empties_the_parts():
+  a = assembly.Claims(np.array([3, 1], np.int64), np.array([0, 0], np.int32),
+                      np.array([0.9, 0.6], np.float32))
+  b = assembly.Claims(np.array([7], np.int64), np.array([2], np.int32),
+                      np.array([0.7], np.float32))
+  parts = [a, b]
+  joined = assembly.concatenate_claims(parts, SHAPE)
+  assert parts == []
+  assert joined.pixel.dtype == np.int32  # 20 × 24 pixels index in int32.
+  np.testing.assert_array_equal(joined.pixel, [3, 1, 7])
+  np.testing.assert_array_equal(joined.object_id, [0, 0, 2])
+  np.testing.assert_array_equal(joined.prob, np.array([0.9, 0.6, 0.7], np.float32))
+  assert assembly.concatenate_claims([], SHAPE).pixel.size == 0

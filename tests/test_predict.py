@@ -12,7 +12,9 @@ import pytest
 from configs import default
 from spiralnet_jax import assembly
 from spiralnet_jax import continuation
+from spiralnet_jax import data as data_lib
 from spiralnet_jax import predict
+from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import train_lib
@@ -219,3 +221,164 @@ def test_prediction_stride_cuts_regions_on_a_denser_grid():
   np.testing.assert_array_equal(pieces.origins, np.stack([rows.ravel(), cols.ravel()], -1))
   # The scorer's own grid (and so evaluation's scorer error rates) keeps the training stride.
   assert predict.score_image(_predictor(config), image).shape == (3, 4)
+
+
+# --- streamed prediction ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, pad", [((5, 7), 3), ((3, 4), 9), ((1, 6), 4), ((4, 1), 5),
+                                        ((1, 1), 2)])
+def test_padded_rows_are_rows_of_the_reflect_padded_image(shape, pad):
+  image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+  padded = regions_lib.reflect_pad(image, pad)
+  for start, stop in ((0, padded.shape[0]), (1, 3), (pad, pad + 1), (padded.shape[0] - 2,
+                                                                      padded.shape[0])):
+    np.testing.assert_array_equal(predict.padded_rows(image, pad, start, stop),
+                                  padded[start:stop])
+
+
+def test_chunks_cut_raster_ordered_regions_by_count_and_row_span():
+  rows = np.array([0, 0, 0, 16, 16, 32, 80, 80, 96])
+  # At most 2 regions, top rows less than 40 apart.
+  assert predict.chunks(rows, 2, 40) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+  # At most 4 regions: rows 0..32 fit one span of 40 but 4 regions cut first.
+  assert predict.chunks(rows, 4, 40) == [(0, 4), (4, 6), (6, 9)]
+  assert predict.chunks(rows, 100, 17) == [(0, 5), (5, 6), (6, 9)]
+  assert predict.chunks(rows[:0], 4, 40) == []
+
+
+def test_window_rows_hold_every_row_a_chunk_can_reach():
+  geom = regions_lib.RegionGeometry.from_config(default.get_config().regions)
+  origins = np.array([[100, 0], [132, 40]])
+  # Reach: 4 moves of max(26, 25) rows, plus pad 28 and 4 × 58 for reflections: 364.
+  assert predict.window_rows(origins, 10_000, geom, 4) == (0, 132 + 52 + 364)
+  assert predict.window_rows(origins + [1000, 0], 10_000, geom, 4) == (736, 1548)
+  assert predict.window_rows(origins + [1000, 0], 1200, geom, 4) == (736, 1200)
+  assert predict.window_rows(origins + [1000, 0], 10_000, geom, 0) == (1072, 1212)
+
+
+def test_striped_scores_equal_whole_image_scores():
+  config = _config()
+  image = predict.prepare_image(np.random.default_rng(5).random((300, 170)))
+  expected = scorer_lib.score_image(_params(4)[0], image, predict.Predictor.from_params(
+      config, None, None).geom)
+  for stripe_rows in (1, 4, 7, 100):
+    config.predict.stripe_rows = stripe_rows
+    scores = predict.score_grid(predict.Predictor.from_params(config, *_params(4)), image)
+    assert scores.shape == (20, 11)  # (300 + 4) // 16 + 1, (170 - 2) // 16 + 1.
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_streamed_prediction_equals_whole_image_prediction():
+  config = _config()
+  config.predict.chunk_regions = 48  # Many chunks, each with its own image window.
+  config.predict.stripe_rows = 8
+  image = (np.random.default_rng(6).random((1040, 1392)) * 4095).astype(np.uint16)
+  predictor = _predictor(config)
+  scores = np.sort(predict.score_grid(predictor, predict.prepare_image(image)).ravel())
+  # A threshold midway between two scores (no score is near it) that selects ~8%.
+  k = int(0.92 * scores.size)
+  config.scorer.threshold = float(scores[k - 1] + scores[k]) / 2
+  predictor = _predictor(config)
+
+  calls = []
+  semantic, instances = predict.predict(predictor, image,
+                                        progress=lambda done, total: calls.append((done, total)))
+  pieces = predict.predict_pieces(predictor, image)  # Every piece of the image at once.
+  want_semantic, want_instances = assembly.assemble_from_config(pieces, image.shape,
+                                                                predictor.config.assembly)
+  selected = scores.size - k
+  assert calls[0] == (0, selected) and calls[-1] == (selected, selected)
+  assert len(calls) > 10  # Streamed in many chunks.
+  assert len(pieces.origins) > selected  # Objects were followed out of their regions.
+  assert want_instances.max() > 50
+  np.testing.assert_array_equal(semantic, want_semantic)
+  np.testing.assert_array_equal(instances, want_instances)
+
+
+def test_constant_image_has_no_nuclei_without_running_the_networks():
+  config = _config()
+  config.scorer.threshold = -1e9  # Every region would pass.
+  image = np.full((60, 70), 1234, np.uint16)
+  # The networks would find objects: every one of the 5 × 5 regions is one.
+  assert len(np.unique(predict.predict_pieces(_predictor(config), image).object_ids)) == 25
+  semantic, instances = predict.predict(_predictor(config), image)
+  assert not semantic.any() and not instances.any()
+  assert semantic.shape == instances.shape == (60, 70)
+
+
+# --- the U-Net ------------------------------------------------------------------------------
+
+
+def _unet_config(tile=512):
+  config = _config()
+  config.unet.base_features = 4
+  config.unet.depth = 2
+  config.predict.unet_tile = tile
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _unet_params():
+  # Seed 3: ~3/4 of the pixels of a noise image positive (other seeds give near-empty masks).
+  return train_lib.init_params("unet", _unet_config(), jax.random.key(3))
+
+
+def _unet_predictor(tile):
+  return predict.UNetPredictor.from_params(_unet_config(tile), _unet_params())
+
+
+def test_unet_margin_covers_the_receptive_field():
+  # The output around the centre depends on no input pixel farther than the margin.
+  predictor = _unet_predictor(16)
+  margin = predict.unet_margin(2)
+  assert margin == 40 and margin % 4 == 0
+  size = 2 * margin + 8
+  image = np.random.default_rng(7).random((size, size)).astype(np.float32)
+  c = size // 2
+
+  def centre_sum(x):
+    out = predictor.net.apply({"params": predictor.params}, x[None, :, :, None])[0, :, :, 0]
+    return out[c - 1:c + 2, c - 1:c + 2].sum()
+
+  grad = np.asarray(jax.grad(centre_sum)(jax.numpy.asarray(image)))
+  rows, cols = np.nonzero(grad)
+  radius = max(np.abs(rows - c).max(), np.abs(cols - c).max()) - 1  # From the 3×3 window.
+  assert 0 < radius <= margin
+
+
+def test_tiled_unet_equals_whole_image_unet():
+  image = np.random.default_rng(8).random((150, 233)).astype(np.float32)
+  whole = _unet_predictor(10_000)
+  tiled = _unet_predictor(24)  # Cores of 24 px with 40 px of context: 7 × 10 tiles.
+  assert len(predict.unet_tiles(image.shape, 24, predict.unet_margin(2))) == 7 * 10
+  assert len(predict.unet_tiles(image.shape, 10_000, predict.unet_margin(2))) == 1
+  logits = np.asarray(whole.net.apply({"params": whole.params},
+                                      image[None, :, :, None])[0, :, :, 0])
+  semantic, instances = predict.predict_unet(tiled, image)
+  want_semantic, want_instances = predict.predict_unet(whole, image)
+  np.testing.assert_array_equal(want_semantic, logits > 0)  # sigmoid > 0.5.
+  assert 0.1 < want_semantic.mean() < 0.9
+  # Tiles see the same pixels through the same layers; only float rounding may differ, which
+  # could flip a pixel whose logit is within rounding of 0 (none here, on this CPU). Logits of
+  # exactly 0 (all ReLUs dead) are exact either way.
+  confident = (np.abs(logits) > 1e-5) | (logits == 0)
+  assert confident.mean() > 0.999
+  np.testing.assert_array_equal(semantic[confident], want_semantic[confident])
+  if np.array_equal(semantic, want_semantic):
+    np.testing.assert_array_equal(instances, want_instances)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float64, bool])
+def test_big_images_are_normalised_in_blocks_exactly_as_whole(dtype, monkeypatch):
+  rng = np.random.default_rng(9)
+  image = (rng.random((37, 11)) * 5000 - (0 if dtype in (np.uint16, bool) else 2000))
+  image = (image > 2500) if dtype is bool else image.astype(dtype)
+  monkeypatch.setattr(predict, "_NORMALIZE_BLOCK_PIXELS", 40)  # Blocks of 3 rows.
+  out = predict.prepare_image(image)
+  np.testing.assert_array_equal(out, data_lib.normalize(image))
+  assert out.min() == 0 and out.max() == 1
+  image = image.astype(np.float64)
+  image[31, 4] = np.nan  # In a late block.
+  with pytest.raises(ValueError, match="NaN"):
+    predict.prepare_image(image)

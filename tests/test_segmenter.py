@@ -1,5 +1,6 @@
 """Tests for spiralnet_jax.segmenter (StepNet, Segmenter) and spiralnet_jax.conv (custom VJP)."""
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -366,3 +367,77 @@ def test_final_loss_grads_same_with_and_without_remat_and_conv_vjp():
   want = jax.jit(jax.grad(other.loss))(params, regions, labels)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()))
+
+
+# --- exact reformulations: hoisted image branch, grouped independent steps ------------------------
+# 16 x 26, n = 4, K = 1 (r = 4): the schedule has 18 levels for 28 steps, one of width 3.
+_GROUPED = dict(shape=(16, 26), n=4, k=1)
+
+
+def test_grouped_schedule_segments_cover_every_step_once_in_schedule_order():
+  segmenter = segmenter_lib.Segmenter.from_config(_config(group_steps=True, **_GROUPED))
+  assert segmenter.group_steps and len(segmenter.schedule) == 18
+  assert [s.shape[1] for s in segmenter.schedule_segments] == [1, 2, 3, 2, 1]
+  flat = np.concatenate([s.reshape(-1, 2) for s in segmenter.schedule_segments])
+  order = [k for level in segmenter.schedule for k in level]
+  np.testing.assert_array_equal(flat, np.asarray(segmenter.offsets)[order])
+  plain = segmenter_lib.Segmenter.from_config(_config(**_GROUPED))
+  assert not plain.group_steps and [s.shape for s in plain.schedule_segments] == [(28, 1, 2)]
+
+
+def _plain_and(step, **fields):
+  base = segmenter_lib.Segmenter.from_config(_config(step=step, **_GROUPED))
+  return (dataclasses.replace(base, hoist_image=False, group_steps=False),
+          dataclasses.replace(base, **fields))
+
+
+@pytest.mark.parametrize("step,fields", [
+    ("cropped", dict(hoist_image=True, group_steps=False)),
+    ("cropped", dict(hoist_image=False, group_steps=True)),
+    ("cropped", dict(hoist_image=True, group_steps=True)),
+    ("full_fov", dict(group_steps=True)),
+])
+def test_reformulations_equal_the_plain_step_by_step_scan(step, fields):
+  plain, other = _plain_and(step, **fields)
+  assert other.hoisted == (step == "cropped" and fields.get("hoist_image", False))
+  params = _random_params(plain)
+  regions, init_mask = _border_regions((16, 26), 3), _random_mask((16, 26), 3)
+  diff = jnp.abs(jax.jit(other.apply)(params, regions, init_mask)
+                 - jax.jit(plain.apply)(params, regions, init_mask))
+  assert float(diff.max()) < 1e-5
+
+
+@pytest.mark.parametrize("loss", ["final", "per_step"])
+def test_grouped_loss_and_grads_equal_the_plain_scan(loss):
+  plain, other = _plain_and("cropped", group_steps=True, loss_type=loss)
+  plain = dataclasses.replace(plain, loss_type=loss)
+  params = _random_params(plain)
+  regions, labels = _border_regions((16, 26), 2), _labels((16, 26), 2)
+  want_value, want = jax.jit(jax.value_and_grad(plain.loss))(params, regions, labels)
+  got_value, got = jax.jit(jax.value_and_grad(other.loss))(params, regions, labels)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_hoisted_image_part_is_the_window_of_the_canvas_part():
+  # The image half of the merge conv over the canvas, sliced at a step's window, equals the
+  # same half computed on the window alone (VALID convs commute with cropping).
+  segmenter = segmenter_lib.Segmenter.from_config(_config(**_GROUPED))
+  params = _random_params(segmenter)
+  canvas = segmenter.to_canvas(_border_regions((16, 26), 2)[..., None])
+  part = segmenter.image_source(params, canvas, True)
+  side = segmenter.window_shape[0]
+  assert part.shape == canvas.shape[:1] + (canvas.shape[1] - 4, canvas.shape[2] - 4, 8)
+  for y, x in [(0, 0), (3, 5), (canvas.shape[1] - side, canvas.shape[2] - side)]:
+    window = canvas[:, y:y + side, x:x + side]
+    want = segmenter.net.apply(params, window, None, "VALID", image_part_only=True)
+    np.testing.assert_allclose(part[:, y:y + side - 4, x:x + side - 4], want, atol=1e-6)
+
+
+def test_image_part_needs_valid_padding():
+  segmenter = segmenter_lib.Segmenter.from_config(_config(**_GROUPED))
+  params = _random_params(segmenter)
+  mask = jnp.zeros((1, 12, 12, 3))
+  with pytest.raises(ValueError, match="VALID"):
+    segmenter.net.apply(params, None, mask, "SAME", image_part=jnp.zeros((1, 12, 12, 8)))

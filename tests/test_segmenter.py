@@ -341,17 +341,24 @@ def test_per_step_loss_and_grads_match_an_eager_loop_with_constant_feedback():
     np.testing.assert_allclose(a, b / k, rtol=1e-4, atol=1e-6)
 
 
+def _assert_same_loss_and_grads(got_segmenter, want_segmenter, params, regions, labels,
+                                atol_scale):
+  """Loss values equal to 1e-5 and finite gradients equal to 1e-4 (relative); returns got's."""
+  want_value, want = jax.jit(jax.value_and_grad(want_segmenter.loss))(params, regions, labels)
+  got_value, got = jax.jit(jax.value_and_grad(got_segmenter.loss))(params, regions, labels)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert np.all(np.isfinite(a))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol_scale * float(jnp.abs(b).max()))
+  return got
+
+
 @pytest.mark.parametrize("loss", ["final", "per_step"])
 def test_cropped_grads_equal_full_fov_grads(loss):
   full, cropped = _pair(dict(loss=loss))
   params = _random_params(full)
   regions, labels = _border_regions((20, 22), 2), _labels((20, 22), 2)
-  want_value, want = jax.jit(jax.value_and_grad(full.loss))(params, regions, labels)
-  got_value, got = jax.jit(jax.value_and_grad(cropped.loss))(params, regions, labels)
-  np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert np.all(np.isfinite(a))
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()))
+  got = _assert_same_loss_and_grads(cropped, full, params, regions, labels, atol_scale=1e-6)
   assert any(float(jnp.abs(a).max()) > 0 for a in jax.tree.leaves(got))
 
 
@@ -413,11 +420,7 @@ def test_grouped_loss_and_grads_equal_the_plain_scan(loss):
   plain = dataclasses.replace(plain, loss_type=loss)
   params = _random_params(plain)
   regions, labels = _border_regions((16, 26), 2), _labels((16, 26), 2)
-  want_value, want = jax.jit(jax.value_and_grad(plain.loss))(params, regions, labels)
-  got_value, got = jax.jit(jax.value_and_grad(other.loss))(params, regions, labels)
-  np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
+  _assert_same_loss_and_grads(other, plain, params, regions, labels, atol_scale=1e-5)
 
 
 def test_hoisted_image_part_is_the_window_of_the_canvas_part():

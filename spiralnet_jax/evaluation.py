@@ -437,8 +437,7 @@ def write_figures(results: Mapping[str, Mapping[str, dict]],
 
 def has_checkpoint(workdir: str | pathlib.Path, stage: str) -> bool:
   """Whether training wrote at least one checkpoint step of `stage` under `workdir`."""
-  path = train_lib.checkpoint_dir(workdir, stage)
-  return path.is_dir() and any(p.name.isdigit() for p in path.iterdir())
+  return bool(train_lib.checkpoint_steps(workdir, stage))
 
 
 def spiralnet_model(predictor: predict_lib.Predictor) -> Model:

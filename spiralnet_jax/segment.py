@@ -252,7 +252,7 @@ def _check_stage(workdir: pathlib.Path, stage: str, config: Any) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
   where = train_lib.checkpoint_dir(workdir, stage)
-  steps = sorted(int(p.name) for p in where.iterdir() if p.name.isdigit()) if where.is_dir() else []
+  steps = train_lib.checkpoint_steps(workdir, stage)
   if not steps:
     raise UsageError(f"{workdir}: no {stage} checkpoint (expected {where}/<step>/); "
                      "is this a train.py workdir that trained that stage?")

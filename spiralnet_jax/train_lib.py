@@ -426,6 +426,13 @@ def checkpoint_dir(workdir: PathLike, stage: str) -> pathlib.Path:
   return pathlib.Path(workdir).resolve() / "checkpoints" / stage
 
 
+def checkpoint_steps(workdir: PathLike, stage: str) -> list[int]:
+  """The finished checkpoint steps of `stage` in `workdir`, ascending (unfinished saves are
+  `<step>.orbax-checkpoint-tmp-*` and do not count)."""
+  path = checkpoint_dir(workdir, stage)
+  return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
+
+
 def _checkpoint_manager(workdir: PathLike, stage: str, config: ml_collections.ConfigDict,
                         read_only: bool = False) -> ocp.CheckpointManager:
   # Saves are asynchronous; each is written to `<step>.orbax-checkpoint-tmp-*` and renamed to

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from spiralnet_jax import cli
 from spiralnet_jax import evaluation
 from spiralnet_jax import train_lib
 
@@ -26,7 +27,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   train_lib.quiet_orbax_logging()
-  results = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, _SPLITS.value)
+  try:
+    results = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, _SPLITS.value)
+  except (FileNotFoundError, train_lib.TrainingError) as e:
+    # No config.json or checkpoints, an unrestorable checkpoint: the message says it all.
+    cli.fail("eval.py", str(e))
   for model, by_split in results.items():
     for split, res in by_split.items():
       inst = res["instance"]
@@ -37,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("eval.py"))

@@ -13,14 +13,12 @@ every host with `--distributed` (and, outside SLURM / Open MPI / Cloud TPU, the 
         --coordinator_address=host0:1234 --num_processes=2 --process_id=<0 or 1>
 """
 
-import re
-import sys
-
 from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
 
+from spiralnet_jax import cli
 from spiralnet_jax import train_lib
 
 FLAGS = flags.FLAGS
@@ -49,7 +47,7 @@ def main(argv):
     results = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except train_lib.TrainingError as e:
     # Refused resumes, unrestorable checkpoints, non-finite losses: the message says it all.
-    sys.exit(f"train.py: error: {e}")
+    cli.fail("train.py", str(e))
   if jax.process_index() != 0:
     return
   for stage, metrics in results.items():
@@ -60,29 +58,5 @@ def main(argv):
         f"{FLAGS.workdir}/tensorboard")
 
 
-def _unknown_field(argv: list[str], error: Exception) -> str:
-  """A one-line message naming the `--config.<path>` whose field the config does not have."""
-  text = str(error)
-  hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
-  missing = hint.group(2) if hint else (re.findall(r"\w+", text) or ["?"])[0]
-  path = missing
-  for arg in argv:
-    name = arg.split("=", 1)[0]
-    if name.startswith("--config.") and missing in name.split(".")[1:]:
-      path = name.removeprefix("--config.")
-  suggestion = f" (did you mean {hint.group(1)!r}?)" if hint else ""
-  return f"unknown config field {path!r}{suggestion}"
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with an unknown `--config.<field>` as one line instead of a traceback."""
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (KeyError, AttributeError) as e:
-    # config_flags raises a bare KeyError / AttributeError ("Did you mean ...") for a field
-    # the config does not have; with lock_config=True no new field can be added.
-    sys.exit(f"train.py: error: {_unknown_field(argv, e)}")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.flags_parser("train.py"))

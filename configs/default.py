@@ -28,8 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_num_train = 8
   config.data.synthetic_num_eval = 4
   config.data.synthetic_shape = (128, 160)
-  # Chance that a nucleus is placed touching an earlier one (the rest fall at random).
-  config.data.synthetic_touch_probability = 0.35
+  # Chance that a nucleus is placed touching an earlier one (the rest lie apart). 0.2 matches
+  # BBBC039's crowding (spiralnet_jax.data.synthetic.DEFAULT_TOUCH_PROBABILITY).
+  config.data.synthetic_touch_probability = 0.2
   # Limit the number of images per split (0 = all); used by demo/CPU configs.
   config.data.max_images = 0
 

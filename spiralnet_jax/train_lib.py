@@ -648,15 +648,16 @@ def quiet_orbax_logging() -> None:
 class MetricsLog:
   """Scalars to TensorBoard event files and to `<workdir>/metrics.jsonl` (one JSON per line).
 
-  Only process 0 writes. Steps replayed after a crash are logged again; being deterministic,
-  they repeat the same values.
+  Only process 0 writes. A resumed stage first `rewind`s the JSON log to its checkpoint, so
+  steps replayed after a crash appear once (TensorBoard keeps both; its event files cannot be
+  cut per stage).
   """
 
   def __init__(self, workdir: pathlib.Path):
     self._enabled = jax.process_index() == 0
     if not self._enabled:
       return
-    path = workdir / "metrics.jsonl"
+    path = self._path = workdir / "metrics.jsonl"
     if path.is_file():
       # A kill mid-write can leave a partial last line: cut it so the next record stays whole.
       text = path.read_bytes()
@@ -673,6 +674,31 @@ class MetricsLog:
         self._writer.add_scalar(f"{stage}/{key}", value, step)
     self._jsonl.write(json.dumps({"stage": stage, "step": step, **scalars}) + "\n")
     self._jsonl.flush()
+
+  def rewind(self, stage: str, step: int, final_validation: bool) -> None:
+    """Drops `stage`'s records after `step` (they will be replayed) from the JSON log.
+
+    With `final_validation`, also its validation record at `step`: the stage is complete at
+    `step` and ends with a validation that runs again (after the save, so it may be missing).
+    """
+    if not self._enabled:
+      return
+
+    def replayed(record: dict) -> bool:
+      if record.get("stage") != stage:
+        return False
+      return record["step"] > step or (final_validation and record["step"] == step
+                                       and "val_loss" in record)
+
+    lines = self._path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not replayed(json.loads(line))]
+    if len(kept) == len(lines):
+      return
+    self._jsonl.close()
+    temp = self._path.with_name(self._path.name + ".tmp")
+    temp.write_text("".join(kept), encoding="utf-8")
+    os.replace(temp, self._path)  # Atomic: a kill leaves the old log or the new one.
+    self._jsonl = open(self._path, "a", encoding="utf-8")
 
   def close(self) -> None:
     if self._enabled:
@@ -764,6 +790,7 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
     else:
       logging.info("%s: resumed from step %d", stage.name, int(_local_value(state.step)))
     step = int(_local_value(state.step))
+    log.rewind(stage.name, step, final_validation=step == end_step)
     logging.info("%s: %d items, %d steps/epoch, global batch %d over %d devices, steps %d -> %d "
                  "of %d", stage.name, len(stage.train), steps_per_epoch, global_batch, mesh.size,
                  step, end_step, total_steps)

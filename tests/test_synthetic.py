@@ -92,10 +92,23 @@ def test_uneven_background(fields):
 def test_num_nuclei_and_overlap_partition():
   image, labels = synthetic.generate(0, shape=(96, 96), num_nuclei=0)
   assert labels.max() == 0 and image.max() < 1000
-  _, labels = synthetic.generate(1, shape=(96, 96), num_nuclei=40)
-  # Forty nuclei in a small field must overlap; the result is still a partition of few ids.
+  _, labels = synthetic.generate(1, shape=(96, 96), num_nuclei=40, touch_probability=0.5)
+  # Half of forty nuclei are placed against earlier ones: they touch or overlap, and the
+  # labels are still a partition of at most forty ids.
   assert 1 <= labels.max() <= 40
   assert len(_touching_pairs(labels)) > 0
+
+
+@pytest.mark.parametrize("min_gap", [1.0, 3.0, 6.0])
+def test_nuclei_not_placed_touching_keep_the_gap(min_gap):
+  _, labels = synthetic.generate(5, shape=(96, 96), num_nuclei=40, touch_probability=0.0,
+                                 min_gap=min_gap)
+  # A full field: forty 12-30 px nuclei cannot all lie apart in 96 x 96, so some are left out.
+  assert 5 <= labels.max() < 40
+  for i in range(1, labels.max() + 1):
+    distance = scipy.ndimage.distance_transform_edt(labels != i)  # To nucleus i's pixels.
+    others = (labels > 0) & (labels != i)
+    assert distance[others].min() >= min_gap
 
 
 def test_elongated_capsule():

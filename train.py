@@ -13,6 +13,8 @@ every host with `--distributed` (and, outside SLURM / Open MPI / Cloud TPU, the 
         --coordinator_address=host0:1234 --num_processes=2 --process_id=<0 or 1>
 """
 
+import sys
+
 from absl import app
 from absl import flags
 import jax
@@ -48,6 +50,9 @@ def main(argv):
   except train_lib.TrainingError as e:
     # Refused resumes, unrestorable checkpoints, non-finite losses: the message says it all.
     cli.fail("train.py", str(e))
+  except train_lib.Stopped as e:
+    print(f"train.py: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)  # The shell's code for "ended by this signal".
   if jax.process_index() != 0:
     return
   for stage, metrics in results.items():

@@ -6,7 +6,9 @@ Three stages train one after another (`config.stages`): "scorer" (MSE on region 
 Each stage keeps its own Orbax checkpoints under `<workdir>/checkpoints/<stage>/` and resumes
 from the newest one that restores and matches its checksums. Batches are a pure function of
 (seed, stage, epoch, batch index), so a run stopped after any step -- cleanly or by SIGKILL --
-and restarted ends with exactly the parameters of an uninterrupted run. Training is data-parallel
+and restarted ends with exactly the parameters of an uninterrupted run. SIGTERM (a scheduler's
+or `timeout`'s polite kill) stops a single-process run after the current step with a checkpoint
+of that step, so no work is lost. Training is data-parallel
 over a `jax.sharding.Mesh` of all devices (one "data" axis): batches are split along it,
 parameters and optimizer state are replicated; the same code runs on one device, several local
 devices and several hosts (after `jax.distributed.initialize()`).
@@ -20,6 +22,8 @@ import logging as py_logging
 import math
 import os
 import pathlib
+import signal
+import threading
 import time
 import zlib
 from typing import Any, Callable, Optional, Sequence, Union
@@ -415,6 +419,39 @@ class BatchSizeError(TrainingError, ValueError):
   """A global batch that does not split evenly over the devices of the data mesh."""
 
 
+class Stopped(Exception):
+  """Training stopped on a signal after saving the current step; rerunning resumes it."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class StopRequest:
+  """Context that turns SIGTERM into a request the training loop honours after its step.
+
+  Only in a single process's main thread: several hosts would have to agree on the step to stop
+  at, so there SIGTERM keeps its default (the run resumes from its last checkpoint).
+  """
+
+  def __init__(self):
+    self.signum: Optional[int] = None
+    self._previous = None
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    del frame
+    self.signum = signum
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 # --- checkpoints ---------------------------------------------------------------------------------
 
 # The `custom_metadata` key under which every checkpoint stores its per-leaf checksums.
@@ -741,11 +778,13 @@ def _non_finite_message(stage: str, step: int, loss: float, grad_norm: float,
 
 
 def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                log: MetricsLog, mesh: Optional[Mesh] = None) -> tuple[TrainState, dict[str, float]]:
+                log: MetricsLog, mesh: Optional[Mesh] = None,
+                stop: Optional[StopRequest] = None) -> tuple[TrainState, dict[str, float]]:
   """Trains (or resumes) one stage to its last step; returns the state and final metrics.
 
   Data-parallel over `mesh` (default: all devices): each global batch is split along "data",
-  the state is replicated.
+  the state is replicated. Once `stop` has caught a signal, saves the current step and raises
+  `Stopped` before the next.
   """
   mesh = data_mesh() if mesh is None else mesh
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -815,6 +854,13 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
       plan = epoch_batches(len(stage.train), stage.batch_size, config.seed, stage.name, epoch,
                            stage.max_train_items)
       for index in range(first, min(steps_per_epoch, first + end_step - step)):
+        if stop is not None and stop.signum is not None:
+          save()
+          mngr.wait_until_finished()
+          bar.close()
+          raise Stopped(f"{stage.name}: stopped by signal {stop.signum} at step {step} of "
+                        f"{end_step}; saved in {where}; run the same command to resume",
+                        stop.signum)
         batch = shard_batch(stage.train, plan[index],
                             batch_rng(config.seed, stage.name, epoch, index), batch_sharding)
         new_state, out = step_fn(state, batch)
@@ -890,9 +936,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
   results = {}
   log = MetricsLog(workdir)
   try:
-    for name in config.stages:
-      stage = build_stage(name, config, train_examples, val_examples, scorer_params)
-      states[name], results[name] = train_stage(stage, config, workdir, log, mesh)
+    with StopRequest() as stop:
+      for name in config.stages:
+        stage = build_stage(name, config, train_examples, val_examples, scorer_params)
+        states[name], results[name] = train_stage(stage, config, workdir, log, mesh, stop)
   finally:
     log.close()
   return results

@@ -74,9 +74,11 @@ def _records(workdir):
 
 # --- SIGKILL and exact resume --------------------------------------------------------------------
 
-# A training process that SIGKILLs itself when it fetches the batch of step `kill_at`: right after
-# the save of step kill_at - 1 started (asynchronously), in the middle of the second epoch.
-_KILLED_RUN = textwrap.dedent("""
+# A training process that sends itself `signal` when it fetches the batch of step `kill_at`.
+# SIGKILL: right after the save of step kill_at - 1 started (asynchronously), in the middle of
+# the second epoch. SIGTERM (as `timeout` or a cluster scheduler sends): the run finishes that
+# step, saves it, and exits with 128 + 15.
+_SIGNALLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from configs import test as test_config
     from spiralnet_jax import train_lib
@@ -84,25 +86,33 @@ _KILLED_RUN = textwrap.dedent("""
     config.stages = ("scorer",)
     config.scorer.epochs = 4
     config.train.max_steps = {end}
-    config.train.checkpoint_every_steps = 2
+    config.train.checkpoint_every_steps = {every}
     kill_at, calls = {kill_at}, []
     real_batch = train_lib.ScorerData.batch
     def batch(self, items, rng, rows=slice(None)):
       calls.append(None)
       if len(calls) == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{signal})
       return real_batch(self, items, rng, rows)
     train_lib.ScorerData.batch = batch
-    train_lib.train_and_evaluate(config, sys.argv[1])
+    try:
+      train_lib.train_and_evaluate(config, sys.argv[1])
+    except train_lib.Stopped as e:
+      print(e, file=sys.stderr)
+      sys.exit(128 + e.signum)
 """)
+
+
+def _signalled_run(workdir, signal_name, end, kill_at, every):
+  script = _SIGNALLED_RUN.format(end=end, kill_at=kill_at, every=every, signal=signal_name)
+  return subprocess.run([sys.executable, "-c", script, str(workdir)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_sigkill_mid_epoch_then_restart_equals_uninterrupted_run(tmp_path, reference):
   end, kill_at = 13, 9
   killed = tmp_path / "killed"
-  proc = subprocess.run(
-      [sys.executable, "-c", _KILLED_RUN.format(end=end, kill_at=kill_at), str(killed)],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  proc = _signalled_run(killed, "SIGKILL", end, kill_at, every=2)
   assert proc.returncode == -signal.SIGKILL, proc.stderr
   # Saves at steps 2, 4, 5 (epoch end), 6 and 8; the save of step 8 may not have completed.
   # Either way the newest complete checkpoint is mid-epoch (epoch 1, batch 1 or 3).
@@ -118,6 +128,32 @@ def test_sigkill_mid_epoch_then_restart_equals_uninterrupted_run(tmp_path, refer
   untimed = lambda records: [{k: v for k, v in r.items() if k != "regions_per_s"}
                              for r in records]
   assert untimed(_records(killed)) == untimed(_records(reference.workdir))
+
+
+def test_sigterm_saves_the_step_it_stopped_at_then_restart_equals_uninterrupted_run(
+    tmp_path, reference):
+  end, kill_at = 13, 7
+  proc = _signalled_run(tmp_path, "SIGTERM", end, kill_at, every=0)
+  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+  where = train_lib.checkpoint_dir(tmp_path, "scorer")
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"scorer: stopped by signal {int(signal.SIGTERM)} at step {kill_at} of {end}; saved in "
+      f"{where}; run the same command to resume")
+  # Checkpoints only at epoch ends (step 5) and at the stop: the step in flight was kept.
+  assert _steps(tmp_path) == [5, kill_at]
+  _assert_params_equal(tmp_path, reference(kill_at))
+
+  train_lib.train_and_evaluate(_config(max_steps=end), tmp_path)
+  _assert_params_equal(tmp_path, reference(end))
+
+
+def test_stop_request_restores_the_previous_handler():
+  before = signal.getsignal(signal.SIGTERM)
+  with train_lib.StopRequest() as stop:
+    assert signal.getsignal(signal.SIGTERM) != before
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.signum == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_unfinished_save_is_not_a_step(tmp_path):

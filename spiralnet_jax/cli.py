@@ -2,7 +2,7 @@
 
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from absl import app
 
@@ -21,7 +21,7 @@ def unknown_field(argv: Sequence[str], error: Exception) -> str:
   return f"unknown config field {path!r}{suggestion}"
 
 
-def fail(program: str, message: str) -> None:
+def fail(program: str, message: str) -> NoReturn:
   """Exits with status 1 after one `<program>: error: <message>` line on stderr."""
   sys.exit(f"{program}: error: {message}")
 
@@ -36,6 +36,5 @@ def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
       # config_flags raises a bare KeyError / AttributeError ("Did you mean ...") for a field
       # the config does not have; with lock_config=True no new field can be added.
       fail(program, unknown_field(argv, e))
-      raise  # Unreachable: fail() exits.
 
   return parse

@@ -7,9 +7,8 @@
 # installs the wheels, unpacks every .pack/bbbc039-<split>.tar.xz there is, restores
 # workdir/NAME from .pack/NAME.tar if an earlier chunk brought one back, and trains for at most
 # SECONDS: then SIGTERM makes train.py save the step in flight and stop (chunk.sh then exits 0
-# and says so). SECONDS = 0
-# only evaluates. After a finished training or with SECONDS = 0, eval.py evaluates the unpacked
-# splits other than training. $OUT gets NAME.tar (the workdir: checkpoints, config.json,
+# and says so). SECONDS = 0 only evaluates. After a finished training or with SECONDS = 0,
+# eval.py evaluates the unpacked splits other than training. $OUT gets NAME.tar (the workdir: checkpoints, config.json,
 # metrics.jsonl, eval/) and NAME.log; copy NAME.tar into .pack/ for the next chunk. Leave room
 # under the call's 600 s for unpacking (~5 s), data preparation and evaluation.
 set -uo pipefail

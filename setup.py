@@ -9,7 +9,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["spiralnet_jax", "spiralnet_jax.*"]),
-    package_data={"spiralnet_jax": ["data/sample/*", "data/sample/*/*"]},
+    package_data={"spiralnet_jax": ["data/sample/*", "data/sample/*/*", "weights/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",

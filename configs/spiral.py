@@ -4,7 +4,7 @@
         --config.data.data_dir=/path/to/bbbc039
     python eval.py --workdir=workdir/spiral
 
-Every number is SPEC.md's (configs/default.py): 52×58 regions at stride 16, scorer (hidden
+Every number is the thesis' as docs/design.md pins it down (spiralnet_jax/defaults.py): 52×58 regions at stride 16, scorer (hidden
 128, Adam 1e-4, 100 epochs, batch 256), threshold 0.4, segmenter (K = 2, n = 8, Adam 1e-4,
 100 epochs, batch 32, BCE on the final mask, exact cropped steps). Needs a GPU: ~29,650
 training regions pass the threshold, ~2.7 M region-spirals over 100 epochs. Expected on the

@@ -205,8 +205,10 @@ def instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
   """Instance scores over a split, StarDist `matching_dataset` style (counts pooled over images).
 
   Returns the keys of `match` (tp, fp, fn, n_true, n_pred, sum_matched_iou summed over images,
-  ratios recomputed from the sums), plus `map` (mean DSB accuracy over `thresholds`; with the
-  default thresholds this is mAP@[.5:.95]), `merges`, `splits` (summed) and `num_images`.
+  ratios recomputed from the sums), plus `map` (the pooled mAP: mean over `thresholds` of the
+  pooled TP/(TP+FP+FN)), `dsb2018_score` (the DSB 2018 score: per image the mean over
+  `thresholds` of TP/(TP+FP+FN), then the mean over images; an image with nothing to find and
+  nothing found scores 1), `merges`, `splits` (summed) and `num_images`.
   """
   thresholds = tuple(thresholds)
   tp = np.zeros(len(thresholds), np.int64)
@@ -214,9 +216,13 @@ def instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
   fn = np.zeros_like(tp)
   sum_iou = np.zeros(len(thresholds), np.float64)
   n_true = n_pred = merges = splits = num_images = 0
+  per_image_scores = []
   for true, pred in pairs:
     iou = iou_matrix(true, pred)
     m = _match_iou(iou, thresholds)
+    errors = m["tp"] + m["fp"] + m["fn"]
+    per_image_scores.append(np.where(errors > 0, m["tp"] / np.maximum(errors, 1), 1.0).mean()
+                            if thresholds else float("nan"))
     tp += m["tp"]
     fp += m["fp"]
     fn += m["fn"]
@@ -234,6 +240,7 @@ def instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
       **_instance_ratios(tp, fp, fn, n_true, sum_iou),
   }
   out["map"] = float(np.mean(out["accuracy"])) if thresholds else float("nan")
+  out["dsb2018_score"] = float(np.mean(per_image_scores)) if per_image_scores else float("nan")
   out.update(merges=merges, splits=splits, num_images=num_images)
   return out
 

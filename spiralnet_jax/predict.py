@@ -19,7 +19,9 @@ selected regions, as in whole-image prediction; everything continuation does is 
 a chunk sees an image window tall enough that none of its objects' pieces can reach (or reflect
 across) a window edge that is not an image edge; assembly does not depend on the order or the
 chunking of the claims. `predict_pieces` keeps every piece of the image (one chunk), which is
-what the streamed result is tested against.
+what the streamed result is tested against. (Exact up to XLA's float rounding, which on some
+CPUs differs by an ulp with a region's slot in a batch: continuation moves land in other slots
+when streamed, and a near-tie between two instances at a pixel may then flip.)
 
 Compilations stay bounded whatever the image sizes: a scoring stripe is the reflect-padded image
 rows zero-padded up to multiples of `predict.shape_bucket` (and a stripe of an image taller
@@ -49,6 +51,7 @@ import numpy as np
 from spiralnet_jax import assembly
 from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
+from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
@@ -56,11 +59,6 @@ from spiralnet_jax import unet as unet_lib
 
 # progress(done, total): called as prediction advances (regions, or U-Net tiles).
 Progress = Callable[[int, int], None]
-
-# Defaults of the streaming fields for config.json files written before they existed.
-DEFAULT_STRIPE_ROWS = 64
-DEFAULT_CHUNK_REGIONS = 1024
-DEFAULT_UNET_TILE = 512
 
 PathLike = Union[str, pathlib.Path]
 
@@ -104,18 +102,35 @@ class Predictor:
     return cls.from_params(config, train_lib.load_params(workdir, "scorer", config),
                            train_lib.load_params(workdir, "segmenter", config))
 
+  @classmethod
+  def from_weights(cls, path: PathLike) -> "Predictor":
+    """A predictor from an exported weights directory (`spiralnet_jax.pretrained`)."""
+    config, params = pretrained.load(path)
+    return cls.from_params(config, params["scorer"], params["segmenter"])
 
-# Rows of a big image normalised at once (bounds data.normalize's float64 temporaries).
+  @classmethod
+  def pretrained(cls, name: str = pretrained.DEFAULT_NAME) -> "Predictor":
+    """The weights shipped with the package (BBBC039, trained on the CPU; see their
+    provenance.json): `labels = predict_instances(Predictor.pretrained(), image)`."""
+    return cls.from_weights(pretrained.weights_dir(name))
+
+
+# Rows of a big image normalised at once (bounds data.stretch's float64 temporaries).
 _NORMALIZE_BLOCK_PIXELS = 1 << 22
 
 
-def prepare_image(image: Any) -> np.ndarray:
-  """Validates a 2-D numeric image and min–max normalises it to float32 [0, 1].
+def percentiles(config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """The normalisation percentiles a model was trained with (`data.normalize_percentiles`)."""
+  low, high = config.data.normalize_percentiles
+  return float(low), float(high)
 
-  The rule is `data.normalize`'s. A big image goes through it in blocks of rows, each with two
-  extra rows holding the whole image's minimum and maximum, so every block is stretched by the
-  whole image's range (bit-identical to normalising it whole) while the float64 temporaries
-  stay the size of a block.
+
+def prepare_image(image: Any, percentile_range: tuple[float, float] = data_lib.intensity.MIN_MAX
+                  ) -> np.ndarray:
+  """Validates a 2-D numeric image and normalises it to float32 [0, 1] (`data.normalize`).
+
+  A big image is stretched in blocks of rows by the whole image's range (bit-identical to
+  normalising it whole) so that the float64 temporaries stay the size of a block.
   """
   image = np.asarray(image)
   if image.ndim != 2:
@@ -128,20 +143,17 @@ def prepare_image(image: Any) -> np.ndarray:
   if image.dtype.kind == "f" and not all(np.isfinite(image[r:r + rows]).all()
                                          for r in range(0, image.shape[0], rows)):
     raise ValueError("image contains NaN or infinite values")
-  if image.shape[0] <= rows:
-    return data_lib.normalize(image)
-  extremes = np.empty((2, image.shape[1]), image.dtype)
-  extremes[0], extremes[1] = image.min(), image.max()
+  low, high = data_lib.intensity_range(image, percentile_range)
   out = np.empty(image.shape, np.float32)
   for r in range(0, image.shape[0], rows):
-    block = np.concatenate([image[r:r + rows], extremes])
-    out[r:r + rows] = data_lib.normalize(block)[:-2]
+    out[r:r + rows] = data_lib.stretch(image[r:r + rows], low, high)
   return out
 
 
 def score_image(predictor: Predictor, image: Any) -> np.ndarray:
   """(rows, cols) scorer outputs for every region of a (raw) image."""
-  return scorer_lib.score_image(predictor.scorer_params, prepare_image(image), predictor.geom,
+  return scorer_lib.score_image(predictor.scorer_params,
+                                prepare_image(image, percentiles(predictor.config)), predictor.geom,
                                 bucket=int(predictor.config.predict.shape_bucket))
 
 
@@ -162,7 +174,7 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
   """(N, h, w, 3) float32 probabilities of (N, h, w) regions, in fixed-size chunks."""
   region_batch = np.asarray(region_batch, np.float32)
   if init_mask is None:
-    init_mask = np.zeros(region_batch.shape + (3,), np.float32)
+    init_mask = predictor.segmenter.initial_mask(len(region_batch))
   return continuation.run_batched(_segment_fn(predictor), region_batch,
                                   np.asarray(init_mask, np.float32),
                                   int(predictor.config.predict.region_batch_size))
@@ -173,10 +185,9 @@ def _prediction_geom(predictor: Predictor) -> regions_lib.RegionGeometry:
 
   Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid point
   lands on is never any region's central object (thesis §3.1: overlapping crops at prediction).
-  Scorer and segmenter are indifferent to the stride. (.get: config.json files written before
-  predict.stride existed used the training grid.)
+  Scorer and segmenter are indifferent to the stride.
   """
-  stride = int(predictor.config.predict.get("stride", predictor.geom.stride))
+  stride = int(predictor.config.predict.stride)
   return dataclasses.replace(predictor.geom, stride=stride)
 
 
@@ -203,7 +214,7 @@ def padded_rows(image: np.ndarray, pad: int, start: int, stop: int) -> np.ndarra
 
 
 def _stripe_rows(config: ml_collections.ConfigDict) -> int:
-  return max(1, int(config.predict.get("stripe_rows", DEFAULT_STRIPE_ROWS)))
+  return max(1, int(config.predict.stripe_rows))
 
 
 def score_grid(predictor: Predictor, image: np.ndarray) -> np.ndarray:
@@ -309,7 +320,7 @@ def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
 
   Holds every piece (memory grows with the image); `predict` streams instead.
   """
-  image = prepare_image(image)
+  image = prepare_image(image, percentiles(predictor.config))
   origins = _selected(predictor, image)
   return _segment_objects(predictor, image, origins, np.arange(len(origins)))
 
@@ -335,7 +346,7 @@ def predict_claims(predictor: Predictor, image: np.ndarray,
   geom = _prediction_geom(predictor)
   threshold = float(config.assembly.threshold)
   origins = _selected(predictor, image)
-  spans = chunks(origins[:, 0], int(config.predict.get("chunk_regions", DEFAULT_CHUNK_REGIONS)),
+  spans = chunks(origins[:, 0], int(config.predict.chunk_regions),
                  _stripe_rows(config) * geom.stride)
   if progress is not None:
     progress(0, len(origins))
@@ -360,7 +371,7 @@ def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = Non
   Streamed (see the module doc); `progress(done, total)` follows the selected regions.
   `prepared`: the image is already `prepare_image`'s output (saves normalising it twice).
   """
-  image = image if prepared else prepare_image(image)
+  image = image if prepared else prepare_image(image, percentiles(predictor.config))
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
     return _empty(image.shape)
   cfg = predictor.config.assembly
@@ -464,11 +475,11 @@ def predict_unet(predictor: UNetPredictor, image: Any, progress: Optional[Progre
   a tile at the bottom or right edge is padded by the network exactly as the whole image is.
   `progress(done, total)` follows the tiles; `prepared` as in `predict`.
   """
-  image = image if prepared else prepare_image(image)
+  image = image if prepared else prepare_image(image, percentiles(predictor.config))
   if not image.any():
     return _empty(image.shape)
   depth = int(predictor.config.unet.depth)
-  tile = int(predictor.config.predict.get("unet_tile", DEFAULT_UNET_TILE))
+  tile = int(predictor.config.predict.unet_tile)
   tile = max(2**depth, tile + (-tile % 2**depth))
   threshold = float(predictor.config.unet.threshold)
   semantic = np.zeros(image.shape, bool)

@@ -217,7 +217,7 @@ class CutRegions(NamedTuple):
 def cut_and_label(image: np.ndarray, labels: np.ndarray, geom: RegionGeometry) -> CutRegions:
   """Cuts every region of an image and its instance labels (H, W) and computes their targets.
 
-  Labels are reflect-padded like the image (SPEC), so a nucleus touching the border and its
+  Labels are reflect-padded like the image (docs/design.md), so a nucleus touching the border and its
   mirror image form one instance with one id.
   """
   regions = extract_regions(image, geom)

@@ -54,10 +54,13 @@ class InputError(Exception):
 
 
 def default_weights() -> pathlib.Path:
-  """The packaged weights directory; no weights ship yet, so this raises UsageError."""
-  # Once trained weights ship inside the package (a train.py workdir layout under
-  # spiralnet_jax/weights/...), return that path here.
-  raise UsageError("no weights shipped yet; pass --weights WORKDIR (a train.py workdir)")
+  """The weights shipped with the package (spiralnet_jax/weights/bbbc039_cpu)."""
+  from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  path = pretrained.weights_dir()
+  if not pretrained.is_weights_dir(path):
+    raise UsageError(f"the packaged weights are missing from {path}; reinstall the package or "
+                     "pass --weights WORKDIR (a train.py workdir)")
+  return path
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -276,16 +279,20 @@ class Model:
 
   name: str
   predict: Callable[..., tuple[np.ndarray, np.ndarray]]
+  percentiles: tuple[float, float]  # The normalisation the model was trained with.
 
 
 def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model:
   """The SpiralNet or U-Net model of a train.py workdir; UsageError with one line if unusable."""
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(weights) if weights else default_weights()
   if not workdir.is_dir():
     raise UsageError(f"weights directory {workdir} does not exist (pass --weights WORKDIR, a "
                      "train.py workdir)")
+  if pretrained.is_weights_dir(workdir):
+    return _exported_model(workdir, model, batch_size)
   try:
     config = train_lib.load_config(workdir)
   except (OSError, ValueError) as e:
@@ -299,12 +306,28 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
     if model == "spiralnet":
       predictor = predict.Predictor.from_workdir(workdir, config)
       return Model(model, lambda image, progress=None: predict.predict(
-          predictor, image, progress, prepared=True))
+          predictor, image, progress, prepared=True), predict.percentiles(config))
     unet = predict.UNetPredictor.from_workdir(workdir, config)
     return Model(model, lambda image, progress=None: predict.predict_unet(
-        unet, image, progress, prepared=True))
+        unet, image, progress, prepared=True), predict.percentiles(config))
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f"{workdir}: cannot load the {model} weights: {_one_line(e)}") from e
+
+
+def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
+  """The SpiralNet of an exported weights directory (`spiralnet_jax.pretrained`)."""
+  from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
+  if model != "spiralnet":
+    raise UsageError(f"{path}: exported weights hold SpiralNet only; pass --weights WORKDIR "
+                     f"(a train.py workdir) for --model {model}")
+  try:
+    predictor = predict.Predictor.from_weights(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UsageError(f"{path}: cannot load the exported weights: {_one_line(e)}") from e
+  if batch_size > 0:
+    predictor.config.predict.region_batch_size = batch_size
+  return Model(model, lambda image, progress=None: predict.predict(
+      predictor, image, progress, prepared=True), predict.percentiles(predictor.config))
 
 
 # --- the program ---------------------------------------------------------------------------
@@ -361,7 +384,7 @@ def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
   raw = select_channel(read_image(path), channel, channel_axis)
   try:
-    image = predict.prepare_image(raw)
+    image = predict.prepare_image(raw, model.percentiles)
   except ValueError as e:
     raise InputError(_one_line(e)) from e
   semantic, instances = model.predict(image, progress if image.size >= BIG_IMAGE_PIXELS else None)
@@ -393,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("inputs", nargs="+", metavar="INPUT",
                       help="image files, folders (their .tif/.tiff/.png/.jpg/.jpeg files) or "
                       "glob patterns such as 'plate1/*.tif'")
-  parser.add_argument("--weights", default=None, metavar="WORKDIR",
-                      help="a train.py workdir holding config.json and checkpoints/ (default: "
-                      "the packaged weights)")
+  parser.add_argument("--weights", default=None, metavar="DIR",
+                      help="a train.py workdir holding config.json and checkpoints/, or "
+                      "exported weights (tools/export_weights.py) (default: the packaged "
+                      "BBBC039 weights)")
   parser.add_argument("--model", choices=("spiralnet", "unet"), default="spiralnet")
   parser.add_argument("--mode", choices=("instance", "semantic"), default="instance",
                       help="instance: <stem>_labels.tif + <stem>_nuclei.csv; semantic: "

@@ -119,7 +119,7 @@ class StepNet(nn.Module):
       x = SkipModule(self.skip_features, self.features, kernels[2 + 2 * i:4 + 2 * i], padding,
                      self.dtype, self.conv_general_dilated, name=f"skip_{i}")(x)
     k = kernels[-1]
-    # Deliberate deviation from the thesis: no ReLU before the sigmoid (see SPEC.md).
+    # Deliberate deviation from the thesis: no ReLU before the sigmoid (docs/design.md).
     logits = conv_layer(3, (k, k), name="head")(x)
     return logits.astype(jnp.float32)
 
@@ -146,6 +146,11 @@ class Segmenter:
   remat: bool = True
   group_steps: bool = False  # Run independent steps together (exact; see module docstring).
   hoist_image: bool = True  # `cropped` `apply` only: image branch once per region (exact).
+  # > 0: the initial mask state marks the central object with a disk of this radius (pixels)
+  # around the region's centre pixel, channel 0 = 1, as FFN seeds its object mask; 0: zeros
+  # (the thesis). The step network sees only a window, so without it the first step cannot
+  # tell which of two nuclei in the centre block is the central one.
+  seed_radius: int = 0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Segmenter":
@@ -170,7 +175,9 @@ class Segmenter:
                     offsets=tuple((int(y), int(x)) for y, x in offsets),
                     radius=spiral.receptive_radius(seg.num_skip_modules), step=seg.step,
                     loss_type=seg.loss, remat=bool(seg.remat),
-                    group_steps=bool(seg.get("group_steps", False)))  # .get: older config.json
+                    group_steps=bool(seg.group_steps), seed_radius=int(seg.seed_radius))
+    if segmenter.seed_radius < 0:
+      raise ValueError(f"segmenter.seed_radius must be >= 0, got {seg.seed_radius}")
     if seg.step == "cropped" and segmenter.fov_margin < segmenter.radius:
       raise ValueError(
           f"step='cropped' is exact only if the centre block lies >= r = {segmenter.radius} px "
@@ -348,12 +355,27 @@ class Segmenter:
     return self.write_block(mask_canvas, jax.nn.sigmoid(logits), offset)
 
   # --- whole spiral ---------------------------------------------------------------------------
+  @functools.cached_property
+  def seed_mask(self) -> np.ndarray:
+    """(H, W, 3) float32 initial mask state of a fresh region: zeros, plus the seed disk."""
+    height, width = self.region_shape
+    mask = np.zeros((height, width, 3), np.float32)
+    if self.seed_radius > 0:
+      yy, xx = np.mgrid[:height, :width]
+      cy, cx = height // 2, width // 2  # The centre pixel, as regions.RegionGeometry.centre.
+      mask[..., 0] = (yy - cy) ** 2 + (xx - cx) ** 2 <= self.seed_radius ** 2
+    return mask
+
+  def initial_mask(self, batch: int) -> np.ndarray:
+    """(batch, H, W, 3) initial mask states of fresh regions (`seed_mask` each)."""
+    return np.broadcast_to(self.seed_mask, (batch,) + self.seed_mask.shape).copy()
+
   def _canvases(self, regions: jax.Array, init_mask: jax.Array | None):
     regions = jnp.asarray(regions, jnp.float32)
     if regions.shape[1:] != self.region_shape:
       raise ValueError(f"regions must be (B, {self.region_shape}), got {regions.shape}")
     if init_mask is None:
-      init_mask = jnp.zeros(regions.shape + (3,), jnp.float32)
+      init_mask = jnp.broadcast_to(jnp.asarray(self.seed_mask), regions.shape + (3,))
     if init_mask.shape != regions.shape + (3,):
       raise ValueError(f"init_mask must be {regions.shape + (3,)}, got {init_mask.shape}")
     return self.to_canvas(regions[..., None]), self.to_canvas(jnp.asarray(init_mask, jnp.float32))
@@ -372,7 +394,8 @@ class Segmenter:
 
   def apply(self, params: Any, regions: jax.Array,
             init_mask: jax.Array | None = None) -> jax.Array:
-    """Segments (B, H, W) regions: probabilities (B, H, W, 3) after the whole spiral."""
+    """Segments (B, H, W) regions from `init_mask` (default `initial_mask`): probabilities
+    (B, H, W, 3) after the whole spiral."""
     image_canvas, mask_canvas = self._canvases(regions, init_mask)
     source = self.image_source(params, image_canvas, self.hoisted)
 

@@ -42,6 +42,7 @@ import tensorboardX
 import tqdm
 
 from spiralnet_jax import data as data_lib
+from spiralnet_jax import defaults
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
@@ -118,9 +119,10 @@ class RegionData:
   data set as materialised regions would take ~1.7 GB (scorer) or ~5 GB (3-channel labels).
   """
 
-  def __init__(self, examples: Sequence[data_lib.Example], geom: regions_lib.RegionGeometry):
+  def __init__(self, examples: Sequence[data_lib.Example], geom: regions_lib.RegionGeometry,
+               percentiles: Sequence[float] = data_lib.intensity.MIN_MAX):
     self.geom = geom
-    self.images = [regions_lib.reflect_pad(data_lib.normalize(ex.image), geom.pad)
+    self.images = [regions_lib.reflect_pad(data_lib.normalize(ex.image, percentiles), geom.pad)
                    for ex in examples]
     self.labels = [regions_lib.reflect_pad(np.asarray(ex.labels, np.int32), geom.pad)
                    for ex in examples]
@@ -174,10 +176,16 @@ class ScorerData:
 
 @dataclasses.dataclass
 class SegmenterData:
-  """The selected regions (a subset of `regions`) with their 3-channel central labels."""
+  """The selected regions (a subset of `regions`) with their 3-channel central labels.
+
+  With `flip` and a batch generator, each region (image and instance labels alike) is flipped
+  up-down and left-right at random before its central labels are computed, so the labels are
+  those of the flipped region (whose centre pixel is its own, not the mirrored one).
+  """
 
   regions: RegionData
-  selected: np.ndarray  # (N,) int64 items of `regions`.
+  selected: np.ndarray  # (N,) int64 items of `regions` (an item may repeat).
+  flip: bool = False
 
   def __len__(self) -> int:
     return len(self.selected)
@@ -185,10 +193,39 @@ class SegmenterData:
   def batch(self, items: np.ndarray, rng: Optional[np.random.Generator],
             rows: slice = slice(None)) -> Batch:
     """Rows `rows` of the batch of `items`."""
-    del rng
     chosen = self.selected[items[rows]]
-    labels = regions_lib.central_labels(self.regions.instance_regions(chosen), self.regions.geom)
-    return {"regions": self.regions.image_regions(chosen), "labels": labels}
+    images = self.regions.image_regions(chosen)
+    instances = self.regions.instance_regions(chosen)
+    if self.flip and rng is not None:
+      # Drawn for the whole batch, then sliced: a row's flips do not depend on the hosts.
+      flips = rng.integers(0, 2, size=(len(items), 2)).astype(bool)[rows]
+      images, instances = (flip_regions(a, flips) for a in (images, instances))
+    labels = regions_lib.central_labels(instances, self.regions.geom)
+    return {"regions": images, "labels": labels}
+
+
+def flip_regions(regions: np.ndarray, flips: np.ndarray) -> np.ndarray:
+  """(B, h, w) regions, each flipped up-down if flips[b, 0] and left-right if flips[b, 1]."""
+  out = np.array(regions, copy=True)
+  out[flips[:, 0]] = out[flips[:, 0], ::-1]
+  out[flips[:, 1]] = out[flips[:, 1], :, ::-1]
+  return out
+
+
+def touching_items(data: "SegmenterData") -> np.ndarray:
+  """(N,) bool: whether each selected region's central nucleus touches another nucleus there."""
+  geom, out = data.regions.geom, []
+  for start in range(0, len(data), 1024):
+    instances = data.regions.instance_regions(data.selected[start:start + 1024])
+    ids = regions_lib.central_ids(instances, geom)
+    central = (instances == ids[:, None, None]) & (ids[:, None, None] > 0)
+    near = central.copy()  # The central mask grown by one pixel (4-neighbourhood).
+    near[:, 1:] |= central[:, :-1]
+    near[:, :-1] |= central[:, 1:]
+    near[:, :, 1:] |= central[:, :, :-1]
+    near[:, :, :-1] |= central[:, :, 1:]
+    out.append(np.any(near & ~central & (instances > 0), axis=(1, 2)))
+  return np.concatenate(out) if out else np.zeros(0, bool)
 
 
 class UNetData:
@@ -197,7 +234,8 @@ class UNetData:
   Padding (reflect) carries weight 0 in the loss, so every real pixel counts exactly once.
   """
 
-  def __init__(self, examples: Sequence[data_lib.Example], depth: int, crop_size: int):
+  def __init__(self, examples: Sequence[data_lib.Example], depth: int, crop_size: int,
+               percentiles: Sequence[float] = data_lib.intensity.MIN_MAX):
     multiple = 2**depth
     shapes = np.array([ex.image.shape for ex in examples]).reshape(-1, 2)
     target = np.maximum(shapes.max(axis=0, initial=1), crop_size)
@@ -206,7 +244,7 @@ class UNetData:
     images, fg, weight = [], [], []
     for ex in examples:
       pads = [(0, t - n) for n, t in zip(ex.image.shape, self.shape)]
-      images.append(np.pad(data_lib.normalize(ex.image), pads, mode="reflect"))
+      images.append(np.pad(data_lib.normalize(ex.image, percentiles), pads, mode="reflect"))
       fg.append(np.pad(ex.labels > 0, pads, mode="reflect"))
       weight.append(np.pad(np.ones(ex.image.shape, bool), pads))
     self.images = np.stack(images) if images else np.zeros((0,) + self.shape, np.float32)
@@ -276,13 +314,30 @@ class Stage:
   epochs: int
   batch_size: int
   unit: str  # What one batch item is, for the rate: "regions" or "images".
+  lr_schedule: str  # "constant" or "cosine" (see `learning_rate_fn`).
+  warmup_epochs: float
   train: Any  # ScorerData | SegmenterData | UNetData
   val: Any
   max_train_items: int = 0
   max_eval_items: int = 0
 
 
-def make_optimizer(learning_rate: float,
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_fn(learning_rate: float, lr_schedule: str, total_steps: int,
+                     warmup_steps: int) -> optax.ScalarOrSchedule:
+  """The stage's rate: a constant, or a linear warm-up then cosine decay to 0 at total_steps."""
+  if lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+  if lr_schedule == "constant":
+    return learning_rate
+  warmup_steps = min(max(0, warmup_steps), max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                            max(total_steps, warmup_steps + 1))
+
+
+def make_optimizer(learning_rate: optax.ScalarOrSchedule,
                    grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
   """Adam, as in the thesis for every stage; gradients clipped to a global norm if > 0."""
   if grad_clip_norm > 0:
@@ -292,8 +347,16 @@ def make_optimizer(learning_rate: float,
 
 
 def _grad_clip_norm(config: ml_collections.ConfigDict) -> float:
-  # A config.json written before the field existed means no clipping.
-  return float(config.train.get("grad_clip_norm", 0.0))
+  return float(config.train.grad_clip_norm)
+
+
+def _stage_lr(stage: str, config: ml_collections.ConfigDict, total_steps: int = 1,
+              steps_per_epoch: int = 1) -> optax.ScalarOrSchedule:
+  """A stage's learning rate (schedule) from its config section; the optimizer state layout
+  does not depend on the step counts, so a restore target may leave them at 1."""
+  section = config[stage]
+  return learning_rate_fn(section.learning_rate, section.lr_schedule, total_steps,
+                          round(float(section.warmup_epochs) * steps_per_epoch))
 
 
 def _scorer_model(config: ml_collections.ConfigDict) -> Any:
@@ -330,7 +393,7 @@ def stage_rng(stage: str, config: ml_collections.ConfigDict) -> jax.Array:
 
 def abstract_state(stage: str, config: ml_collections.ConfigDict) -> TrainState:
   """Shapes and dtypes of a stage's TrainState (the restore target), computed without FLOPs."""
-  tx = make_optimizer(getattr(config, stage).learning_rate, _grad_clip_norm(config))
+  tx = make_optimizer(_stage_lr(stage, config), _grad_clip_norm(config))
   return jax.eval_shape(
       lambda: create_train_state(init_params(stage, config, stage_rng(stage, config)), tx))
 
@@ -339,7 +402,8 @@ def _selected_by_scorer(examples: Sequence[data_lib.Example], scorer_params: Any
                         config: ml_collections.ConfigDict) -> np.ndarray:
   """Items (image-major, as in RegionData) whose *predicted* score passes the threshold."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
-  scores = [scorer_lib.score_image(scorer_params, data_lib.normalize(ex.image), geom,
+  percentiles = config.data.normalize_percentiles
+  scores = [scorer_lib.score_image(scorer_params, data_lib.normalize(ex.image, percentiles), geom,
                                    config.predict.shape_bucket).ravel() for ex in examples]
   scores = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
   return scorer_lib.select_regions(scores, config.scorer.threshold)
@@ -352,22 +416,25 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
   """The loss, initialiser and data of one stage."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
   max_eval = config.train.max_eval_regions
+  percentiles = tuple(config.data.normalize_percentiles)
   if stage not in STAGE_IDS:
     raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_IDS)}")
   # Every stage's config section holds its own optimiser schedule.
   section = config[stage]
   schedule = dict(name=stage, learning_rate=section.learning_rate, epochs=section.epochs,
-                  batch_size=section.batch_size)
+                  batch_size=section.batch_size, lr_schedule=section.lr_schedule,
+                  warmup_epochs=float(section.warmup_epochs))
   if stage == "scorer":
     model = _scorer_model(config)
     return Stage(
         **schedule, loss_fn=lambda p, b: scorer_loss(model, p, b),
         init_params=lambda rng: init_params(stage, config, rng), unit="regions",
-        train=ScorerData(RegionData(train_examples, geom)),
-        val=ScorerData(RegionData(val_examples, geom)), max_eval_items=max_eval)
+        train=ScorerData(RegionData(train_examples, geom, percentiles)),
+        val=ScorerData(RegionData(val_examples, geom, percentiles)), max_eval_items=max_eval)
   if stage == "segmenter":
     segmenter = _segmenter(config)
-    train_regions, val_regions = RegionData(train_examples, geom), RegionData(val_examples, geom)
+    train_regions = RegionData(train_examples, geom, percentiles)
+    val_regions = RegionData(val_examples, geom, percentiles)
     if config.segmenter.train_regions == "label":
       train_sel = scorer_lib.select_regions(train_regions.scores, config.scorer.threshold)
     elif config.segmenter.train_regions == "scorer":
@@ -380,20 +447,28 @@ def build_stage(stage: str, config: ml_collections.ConfigDict,
     if len(train_sel) == 0:
       raise ValueError(f"segmenter: no training region's {config.segmenter.train_regions} score "
                        f"passes scorer.threshold = {config.scorer.threshold}")
-    # Validation always uses label scores: its loss then measures the segmenter alone.
+    train = SegmenterData(train_regions, train_sel, flip=bool(config.segmenter.flip))
+    repeat = int(config.segmenter.touching_repeat)
+    if repeat > 1:
+      touching = train_sel[touching_items(train)]
+      logging.info("segmenter: %d of %d training regions have a touching central nucleus; "
+                   "each appears %d times", len(touching), len(train_sel), repeat)
+      train.selected = np.concatenate([train_sel] + [touching] * (repeat - 1))
+    # Validation always uses label scores (and no flips, no repeats): its loss then measures
+    # the segmenter alone.
     val_sel = scorer_lib.select_regions(val_regions.scores, config.scorer.threshold)
     return Stage(
         **schedule, loss_fn=lambda p, b: segmenter_loss(segmenter, p, b),
         init_params=segmenter.init, unit="regions",
-        train=SegmenterData(train_regions, train_sel), val=SegmenterData(val_regions, val_sel),
+        train=train, val=SegmenterData(val_regions, val_sel),
         max_train_items=config.segmenter.max_train_regions, max_eval_items=max_eval)
   model = _unet_model(config)
   return Stage(
       **schedule, loss_fn=lambda p, b: unet_loss(model, p, b),
       init_params=lambda rng: init_params(stage, config, rng), unit="images",
-      train=UNetData(train_examples, config.unet.depth, config.unet.crop_size),
+      train=UNetData(train_examples, config.unet.depth, config.unet.crop_size, percentiles),
       # Validation on whole images: the loss the predictions are made with.
-      val=UNetData(val_examples, config.unet.depth, 0))
+      val=UNetData(val_examples, config.unet.depth, 0, percentiles))
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -548,11 +623,11 @@ def _set_aside(directory: pathlib.Path, steps: Sequence[int], stage: str) -> Non
 
 
 def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
-  """The config training wrote to `<workdir>/config.json`."""
+  """The config training wrote to `<workdir>/config.json`, upgraded over today's defaults."""
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return defaults.upgrade_config(json.loads(path.read_text()))
 
 
 def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
@@ -582,8 +657,8 @@ def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict
 # workdir and the one that resumes it: with any of them changed the resumed run still equals an
 # uninterrupted run under the new config. Logging, checkpoint and validation cadence, where to
 # stop, which stages to train, settings used only after training, where the same data lives, and
-# epoch counts (batch order depends on (seed, stage, epoch) only and the learning rate is
-# constant, so more epochs extend the same run).
+# epoch counts (batch order depends on (seed, stage, epoch) only, so under a constant learning
+# rate more epochs extend the same run; `config_changes` refuses them under a decaying one).
 RESUMABLE_FIELDS = (
     "stages", "data.data_dir", "data.tfds_data_dir", "data.eval_splits",
     "scorer.epochs", "segmenter.epochs", "unet.epochs",
@@ -605,9 +680,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-  """`field: old -> new` for each field of two JSON configs that differs, less RESUMABLE_FIELDS."""
+  """`field: old -> new` for each field of two JSON configs that differs, less RESUMABLE_FIELDS.
+
+  A stage whose learning rate decays over its epochs (lr_schedule other than "constant" in
+  either config) cannot change its epochs: the rate at every step would differ.
+  """
   old, new = _flatten(old), _flatten(new)
-  resumable = lambda k: any(k == f or k.startswith(f + ".") for f in RESUMABLE_FIELDS)
+  decaying = {k.split(".")[0] for d in (old, new) for k, v in d.items()
+              if k.endswith(".lr_schedule") and v != "constant"}
+  fields = tuple(f for f in RESUMABLE_FIELDS if f.split(".")[0] not in decaying
+                 or not f.endswith(".epochs"))
+  resumable = lambda k: any(k == f or k.startswith(f + ".") for f in fields)
   missing = "(absent)"
   return [f"{k}: {old.get(k, missing)} -> {new.get(k, missing)}"
           for k in sorted(set(old) | set(new))
@@ -789,13 +872,6 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
   mesh = data_mesh() if mesh is None else mesh
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-  tx = make_optimizer(stage.learning_rate, _grad_clip_norm(config))
-  init_fn = lambda: create_train_state(stage.init_params(stage_rng(stage.name, config)), tx)
-  step_fn = jax.jit(lambda s, b: train_step(s, b, loss_fn=stage.loss_fn, tx=tx),
-                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
-  eval_fn = jax.jit(lambda p, b: eval_step(p, b, loss_fn=stage.loss_fn),
-                    out_shardings=replicated)
-
   steps_per_epoch, global_batch = epoch_batches(len(stage.train), stage.batch_size, config.seed,
                                                 stage.name, 0, stage.max_train_items).shape
   if global_batch % mesh.size:
@@ -803,6 +879,15 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
         f"{stage.name}: a global batch of {global_batch} items does not split over "
         f"{mesh.size} devices; make {stage.name}.batch_size a multiple of {mesh.size}")
   total_steps = stage.epochs * steps_per_epoch
+  lr = learning_rate_fn(stage.learning_rate, stage.lr_schedule, total_steps,
+                        round(stage.warmup_epochs * steps_per_epoch))
+  lr_at = lr if callable(lr) else lambda _: lr
+  tx = make_optimizer(lr, _grad_clip_norm(config))
+  init_fn = lambda: create_train_state(stage.init_params(stage_rng(stage.name, config)), tx)
+  step_fn = jax.jit(lambda s, b: train_step(s, b, loss_fn=stage.loss_fn, tx=tx),
+                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  eval_fn = jax.jit(lambda p, b: eval_step(p, b, loss_fn=stage.loss_fn),
+                    out_shardings=replicated)
   end_step = min(total_steps, config.train.max_steps) if config.train.max_steps > 0 else total_steps
   every_steps = config.train.checkpoint_every_steps
   where = checkpoint_dir(workdir, stage.name)
@@ -882,7 +967,7 @@ def train_stage(stage: Stage, config: ml_collections.ConfigDict, workdir: pathli
           metrics["train_loss"] = float(np.mean(window["loss"]))
           log.write(stage.name, step, epoch=step / steps_per_epoch,
                     loss=metrics["train_loss"], grad_norm=float(np.mean(window["grad_norm"])),
-                    lr=stage.learning_rate, **{f"{stage.unit}_per_s": rate})
+                    lr=float(lr_at(step - 1)), **{f"{stage.unit}_per_s": rate})
           logging.info("%s step %d/%d epoch %.2f loss %.5g %.1f %s/s ETA %.0f s", stage.name,
                        step, end_step, step / steps_per_epoch, metrics["train_loss"], rate,
                        stage.unit, eta)

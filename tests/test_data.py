@@ -108,6 +108,47 @@ def test_normalize_real_image_spans_unit_interval():
   assert np.unravel_index(out.argmax(), out.shape) == np.unravel_index(image.argmax(), out.shape)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("percentiles", [(1.0, 99.8), (0.5, 99.0), (0.0, 50.0), (3.3, 100.0)])
+def test_intensity_range_equals_numpy_percentile(dtype, percentiles):
+  # Integer images take a histogram path; it must give np.percentile's "linear" values exactly.
+  image = np.random.default_rng(0).integers(0, 250, (37, 51)).astype(dtype)
+  np.testing.assert_array_equal(data.intensity_range(image, percentiles),
+                                np.percentile(image, percentiles))
+
+
+def test_percentile_normalize_hand_computed_and_clipped():
+  # 0..100: the 10th and 90th percentiles are 10 and 90; outside them the values clip.
+  image = np.arange(101, dtype=np.uint16).reshape(1, 101)
+  out = data.normalize(image, (10.0, 90.0))
+  np.testing.assert_array_equal(out[0, :11], np.zeros(11, np.float32))
+  np.testing.assert_array_equal(out[0, 90:], np.ones(11, np.float32))
+  np.testing.assert_allclose(out[0, 50], 0.5, rtol=0, atol=1e-7)
+  assert data.normalize(image, (0.0, 100.0))[0, 50] == np.float32(0.5)
+
+
+def test_percentile_normalize_ignores_hot_pixels():
+  image = data.load_split("training", data.sample_dir(), max_images=1)[0].image
+  hot = image.copy()
+  where = np.random.default_rng(1).choice(hot.size, 5, replace=False)
+  hot.flat[where] = 65535
+  robust = data.normalize(image, (1.0, 99.8)), data.normalize(hot, (1.0, 99.8))
+  # Five of 362k pixels move the 99.8th percentile a little: every other pixel stays within
+  # 0.2% of the intensity range, and the hot pixels clip to 1.
+  others = np.ones(hot.size, bool)
+  others[where] = False
+  assert np.abs(robust[0] - robust[1]).ravel()[others].max() < 2e-3
+  np.testing.assert_array_equal(robust[1].ravel()[where], np.ones(5, np.float32))
+  # Min-max, by contrast, squashes the whole field: its brightest real pixel falls below 0.07.
+  assert data.normalize(hot)[image == image.max()].max() < 0.07
+
+
+@pytest.mark.parametrize("percentiles", [(5.0, 5.0), (-1.0, 50.0), (10.0, 101.0)])
+def test_bad_percentiles_are_refused(percentiles):
+  with pytest.raises(ValueError, match="percentiles"):
+    data.normalize(np.arange(4).reshape(2, 2), percentiles)
+
+
 # --- the full data set -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -270,7 +270,10 @@ def test_striped_scores_equal_whole_image_scores():
 
 
 def test_streamed_prediction_equals_whole_image_prediction():
-  config = _config()
+  # Batches of 1: XLA:CPU rounds a region's probabilities differently (by 1 ulp) in different
+  # slots of a batch, and continuation moves land in different slots when streamed, which can
+  # flip a near-tie between two instances. In slot 0 always, the two paths are bit-identical.
+  config = _config(batch=1)
   config.predict.chunk_regions = 48  # Many chunks, each with its own image window.
   config.predict.stripe_rows = 8
   image = (np.random.default_rng(6).random((1040, 1392)) * 4095).astype(np.uint16)

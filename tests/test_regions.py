@@ -35,7 +35,7 @@ def _disc(shape, centre, radius):
 
 
 def _decode_bbbc039_mask(path) -> np.ndarray:
-  """Instance ids from an RGBA mask: 4-connected components inside each red value (SPEC)."""
+  """Instance ids from an RGBA mask: 4-connected components inside each red value (docs/design.md)."""
   red = skimage.io.imread(path)[..., 0]
   labels = np.zeros(red.shape, np.int32)
   for value in np.unique(red[red > 0]):

@@ -379,8 +379,14 @@ def test_weights_problems_are_one_line_and_exit_2(workdir, tmp_path, capsys):
   (wrong_shape / "config.json").write_text(_config(features=4).to_json_best_effort())
   no_config = tmp_path / "empty"
   no_config.mkdir()
+  damaged = tmp_path / "damaged_export"
+  damaged.mkdir()
+  (damaged / "config.json").write_text(_config().to_json_best_effort())
+  for stage in ("scorer", "segmenter"):
+    (damaged / f"{stage}.npz").write_bytes(b"not a zip")
   cases = [
-      ([], "no weights shipped yet; pass --weights WORKDIR"),
+      (["--model", "unet"], "exported weights hold SpiralNet only"),
+      (["--weights", damaged], "cannot load the exported weights"),
       (["--weights", tmp_path / "missing"], "does not exist"),
       (["--weights", no_config], "not a train.py workdir"),
       (["--weights", no_segmenter], "no segmenter checkpoint"),

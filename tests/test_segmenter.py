@@ -444,3 +444,39 @@ def test_image_part_needs_valid_padding():
   mask = jnp.zeros((1, 12, 12, 3))
   with pytest.raises(ValueError, match="VALID"):
     segmenter.net.apply(params, None, mask, "SAME", image_part=jnp.zeros((1, 12, 12, 8)))
+
+
+# --- the seeded initial mask ---------------------------------------------------------------------
+
+def test_seed_mask_is_a_disk_in_the_central_channel_at_the_centre_pixel():
+  segmenter = segmenter_lib.Segmenter.from_config(_config(shape=(20, 22), seed_radius=2))
+  mask = segmenter.seed_mask
+  assert mask.shape == (20, 22, 3) and mask.dtype == np.float32
+  # Radius 2 around (10, 11): 13 pixels (5 + 3 + 3 + 1 + 1), all in channel 0.
+  assert mask[..., 0].sum() == 13 and not mask[..., 1:].any()
+  assert mask[10, 11, 0] == 1 and mask[8, 11, 0] == 1 and mask[9, 13, 0] == 0
+  np.testing.assert_array_equal(segmenter.initial_mask(3), np.broadcast_to(mask, (3, 20, 22, 3)))
+  unseeded = segmenter_lib.Segmenter.from_config(_config(shape=(20, 22)))
+  assert not unseeded.seed_mask.any()
+
+
+def test_seeded_apply_and_loss_start_from_the_seed_mask():
+  config = _config(shape=(20, 22), seed_radius=2)
+  segmenter = segmenter_lib.Segmenter.from_config(config)
+  params = segmenter.init(jax.random.key(0))
+  regions = np.random.default_rng(0).random((2, 20, 22)).astype(np.float32)
+  seeded = segmenter.apply(params, regions)
+  np.testing.assert_array_equal(seeded, segmenter.apply(params, regions,
+                                                        segmenter.initial_mask(2)))
+  zeros = segmenter.apply(params, regions, np.zeros((2, 20, 22, 3), np.float32))
+  assert np.abs(np.asarray(seeded) - np.asarray(zeros)).max() > 1e-4  # The seed is seen.
+  labels = np.zeros((2, 20, 22, 3), np.float32)
+  labels[..., 2] = 1
+  unseeded = dataclasses.replace(segmenter, seed_radius=0)
+  assert float(segmenter.loss(params, regions, labels)) != float(
+      unseeded.loss(params, regions, labels))
+
+
+def test_negative_seed_radius_is_refused():
+  with pytest.raises(ValueError, match="seed_radius"):
+    segmenter_lib.Segmenter.from_config(_config(seed_radius=-1))

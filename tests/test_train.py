@@ -184,3 +184,85 @@ def test_unet_data_pads_with_zero_weight_and_crops_inside():
   cropped = train_lib.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=16)
   crop = cropped.batch(np.array([0, 0]), np.random.default_rng(0))
   assert crop["images"].shape == (2, 16, 16, 1)
+
+
+# --- recipe options: flips, touching regions, learning-rate schedules ------------------------------
+
+def test_flip_regions_flips_each_row_as_told():
+  regions = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+  flips = np.array([[True, False], [True, True]])
+  out = train_lib.flip_regions(regions, flips)
+  np.testing.assert_array_equal(out[0], regions[0, ::-1])
+  np.testing.assert_array_equal(out[1], regions[1, ::-1, ::-1])
+  np.testing.assert_array_equal(regions, np.arange(24).reshape(2, 3, 4))  # Input untouched.
+
+
+def test_flipped_batches_flip_labels_with_images_and_only_in_training():
+  config = test_config.get_config()
+  config.segmenter.flip = True
+  examples = data_lib.load_examples(config.data, "training")
+  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
+  items = np.arange(len(stage.train))
+  plain = stage.train.batch(items, None)
+  flipped = stage.train.batch(items, np.random.default_rng(0))
+  instances = stage.train.regions.instance_regions(stage.train.selected[items])
+  flips = np.random.default_rng(0).integers(0, 2, size=(len(items), 2)).astype(bool)
+  np.testing.assert_array_equal(flipped["regions"], train_lib.flip_regions(plain["regions"], flips))
+  geom = stage.train.regions.geom
+  np.testing.assert_array_equal(flipped["labels"], regions_lib.central_labels(
+      train_lib.flip_regions(instances, flips), geom))
+  assert flips.any() and not np.array_equal(flipped["regions"], plain["regions"])
+
+
+def test_touching_items_hand_made():
+  # 9×9 regions every 4 px: region centres (in image coordinates) lie on multiples of 4.
+  geom = regions_lib.RegionGeometry(height=9, width=9, stride=4, pad=4, score_window=3)
+
+  def touching(lab, centres):
+    data = train_lib.RegionData([data_lib.Example("x", np.zeros((20, 20), np.uint16), lab)], geom)
+    where = [int(np.flatnonzero((data.origins[0] == np.array(c) + geom.pad - geom.centre)
+                                .all(axis=1))[0]) for c in centres]
+    return train_lib.touching_items(train_lib.SegmenterData(data, np.array(where)))
+
+  lab = np.zeros((20, 20), np.int32)
+  lab[6:11, 6:11] = 1    # The nucleus at region centre (8, 8) ...
+  lab[6:11, 11:14] = 2   # ... touches nucleus 2, the central one of the region at (8, 12).
+  lab[16:19, 16:19] = 3  # Alone.
+  np.testing.assert_array_equal(touching(lab, [(8, 8), (8, 12), (16, 16), (0, 0)]),
+                                [True, True, False, False])
+  lab[6:11, 11] = 0      # One background column apart: no longer touching.
+  np.testing.assert_array_equal(touching(lab, [(8, 8), (8, 12)]), [False, False])
+
+
+def test_touching_repeat_adds_touching_regions_again():
+  config = test_config.get_config()
+  config.data.source, config.data.max_images = "sample", 1  # A real, crowded BBBC039 field.
+  examples = data_lib.load_examples(config.data, "training")
+  once = train_lib.build_stage("segmenter", config, examples, examples[:1]).train
+  config.segmenter.touching_repeat = 3
+  thrice = train_lib.build_stage("segmenter", config, examples, examples[:1]).train
+  touching = once.selected[train_lib.touching_items(once)]
+  assert 0 < len(touching) < len(once)
+  np.testing.assert_array_equal(thrice.selected,
+                                np.concatenate([once.selected, touching, touching]))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+  lr = train_lib.learning_rate_fn(1e-3, "cosine", total_steps=100, warmup_steps=10)
+  assert float(lr(0)) == 0.0
+  np.testing.assert_allclose(float(lr(5)), 5e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(10)), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(55)), 5e-4, rtol=1e-5)  # Half way down the cosine.
+  assert float(lr(100)) == 0.0
+  assert train_lib.learning_rate_fn(1e-3, "constant", 100, 10) == 1e-3
+  with pytest.raises(ValueError, match="lr_schedule"):
+    train_lib.learning_rate_fn(1e-3, "linear", 100, 10)
+
+
+def test_epochs_may_change_on_resume_only_under_a_constant_rate():
+  old = json.loads(test_config.get_config().to_json_best_effort())
+  new = json.loads(test_config.get_config().to_json_best_effort())
+  new["segmenter"]["epochs"] += 1
+  assert train_lib.config_changes(old, new) == []
+  old["segmenter"]["lr_schedule"] = new["segmenter"]["lr_schedule"] = "cosine"
+  assert train_lib.config_changes(old, new) == ["segmenter.epochs: 1 -> 2"]

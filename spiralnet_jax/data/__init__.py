@@ -10,18 +10,21 @@ import zlib
 
 import ml_collections
 
+from spiralnet_jax.data import intensity
 from spiralnet_jax.data import synthetic
+from spiralnet_jax.data.intensity import intensity_range, normalize, stretch
 from spiralnet_jax.data.bbbc039 import (ENV_VAR, HOMEPAGE, SPLITS, Example, decode_mask,
-                                        load_example, load_split, normalize, read_image,
+                                        load_example, load_split, read_image,
                                         read_mask, read_split_names, resolve_data_dir,
                                         sample_dir)
 
 SOURCES = ("bbbc039", "sample", "tfds", "synthetic")
 
 __all__ = [
-    "ENV_VAR", "HOMEPAGE", "SOURCES", "SPLITS", "Example", "decode_mask", "load_example",
+    "ENV_VAR", "HOMEPAGE", "SOURCES", "SPLITS", "Example", "decode_mask", "intensity_range",
+    "load_example",
     "load_examples", "load_split", "normalize", "read_image", "read_mask", "read_split_names",
-    "resolve_data_dir", "sample_dir", "synthetic_seed", "synthetic_split",
+    "resolve_data_dir", "sample_dir", "stretch", "synthetic_seed", "synthetic_split",
 ]
 
 
@@ -47,7 +50,7 @@ def synthetic_split(split: str, num_images: int,
 def load_examples(data_config: ml_collections.ConfigDict, split: str) -> list[Example]:
   """The examples of `split` from the source `data_config.source`, at most `max_images`."""
   source = data_config.source
-  max_images = int(data_config.get("max_images", 0))
+  max_images = int(data_config.max_images)
   if source == "bbbc039":
     return load_split(split, resolve_data_dir(data_config.data_dir), max_images)
   if source == "sample":
@@ -56,11 +59,11 @@ def load_examples(data_config: ml_collections.ConfigDict, split: str) -> list[Ex
     from spiralnet_jax.data import tfds_bbbc039  # pylint: disable=g-import-not-at-top
     return tfds_bbbc039.load_split(
         split, manual_dir=resolve_data_dir(data_config.data_dir),
-        data_dir=data_config.get("tfds_data_dir", "") or None, max_images=max_images)
+        data_dir=data_config.tfds_data_dir or None, max_images=max_images)
   if source == "synthetic":
     if split not in SPLITS:
       raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    is_train = split == data_config.get("train_split", "training")
+    is_train = split == data_config.train_split
     num = data_config.synthetic_num_train if is_train else data_config.synthetic_num_eval
     if max_images > 0:
       num = min(num, max_images)

@@ -50,19 +50,6 @@ def decode_mask(rgba: np.ndarray) -> np.ndarray:
   return labels.astype(np.int32)
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-  """Per-image min-max normalisation to float32 [0, 1]; a constant image maps to zeros."""
-  # float64 keeps wide integer types exact; the result is rounded to float32 once. Halving
-  # first keeps `hi - lo` finite for any finite floats, and is exact (the ratio is unchanged).
-  image = np.asarray(image, dtype=np.float64) * 0.5
-  if image.size == 0:
-    return image.astype(np.float32)
-  lo, hi = image.min(), image.max()
-  if not hi > lo:  # Constant image: no contrast to stretch; avoid 0/0 = NaN.
-    return np.zeros(image.shape, np.float32)
-  return ((image - lo) / (hi - lo)).astype(np.float32)
-
-
 def sample_dir() -> pathlib.Path:
   """The BBBC039 fields bundled with the package (same layout as the full data set)."""
   return pathlib.Path(__file__).resolve().parent / "sample"

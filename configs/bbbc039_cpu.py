@@ -35,6 +35,9 @@ def get_config():
   config.segmenter.epochs = 5
   config.segmenter.max_train_regions = 27000
 
+  # eval.py scores the classical baseline beside the model, under the same protocol.
+  config.eval.baselines = ("otsu_watershed",)
+
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 200
   config.train.max_to_keep = 2

@@ -6,6 +6,10 @@ probability among them). Candidates that are the same nucleus (IoU ≥ merge_iou
 merge_containment inside the other) merge: connected components of the "same nucleus" graph. A
 pixel claimed by several instances goes to the highest probability (ties: the instance holding
 the smallest object id).
+With `split_containers`, a candidate that contains (each at least `split_containment` inside
+it) two or more candidates that are not the same nucleus as each other is taken for a merger of those
+nuclei: it is withdrawn instead of joining them, so the contained candidates stay apart (without
+the rule the container would join all of them into one instance).
 Instances below min_size pixels are dropped and their pixels go to the next-best claim, if any;
 dropping only ever adds pixels to the remaining instances, so one pass suffices. Output ids are
 consecutive 1..N in raster order of each instance's first pixel.
@@ -104,14 +108,18 @@ def _winners(pixel: np.ndarray, group: np.ndarray, prob: np.ndarray,
 
 def merge_candidates(pixel: np.ndarray, candidate: np.ndarray, num_candidates: int,
                      merge_iou: float, merge_containment: float,
-                     row: np.ndarray | None = None) -> np.ndarray:
-  """(num_candidates,) merged-instance index of each candidate (connected components).
+                     row: np.ndarray | None = None, split_containers: bool = False,
+                     split_containment: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+  """(merged-instance index (num_candidates,), withdrawn (num_candidates,) bool) per candidate.
 
-  `pixel`, `candidate` list each (pixel, candidate) incidence once. `row`, if given, numbers
-  the claimed pixels 0..R−1 (any one-to-one numbering; default: by np.unique).
+  Merged instances are the connected components of the "same nucleus" graph; `withdrawn`
+  marks the containers `split_containers` takes out (see the module docstring), which form
+  components of their own. `pixel`, `candidate` list each (pixel, candidate) incidence once.
+  `row`, if given, numbers the claimed pixels 0..R−1 (any one-to-one numbering; default: by
+  np.unique).
   """
   if num_candidates == 0:
-    return np.zeros(0, np.int64)
+    return np.zeros(0, np.int64), np.zeros(0, bool)
   if row is None:
     _, row = np.unique(pixel, return_inverse=True)
   # The (candidate × pixel) incidence in CSR, built straight from claims sorted by candidate
@@ -134,13 +142,48 @@ def merge_candidates(pixel: np.ndarray, candidate: np.ndarray, num_candidates: i
   iou = inter / (area[i] + area[j] - inter)
   containment = inter / np.minimum(area[i], area[j])
   same = (i != j) & ((iou >= merge_iou) | (containment >= merge_containment))
+  withdrawn = np.zeros(num_candidates, bool)
+  if split_containers:
+    # j lies inside i: at least split_containment of j, and j is the smaller one.
+    inside = (i != j) & (inter >= split_containment * area[j]) & (area[j] < area[i])
+    withdrawn = _mergers(i[inside], j[inside], i[same], j[same], num_candidates)
+    same &= ~withdrawn[i] & ~withdrawn[j]
   graph = scipy.sparse.coo_matrix((np.ones(same.sum()), (i[same], j[same])),
                                   shape=(num_candidates, num_candidates))
-  return scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
+  return scipy.sparse.csgraph.connected_components(graph, directed=False)[1], withdrawn
+
+
+def _mergers(container: np.ndarray, content: np.ndarray, same_i: np.ndarray,
+             same_j: np.ndarray, num_candidates: int) -> np.ndarray:
+  """(num_candidates,) bool: containers whose contents form ≥ 2 separate nuclei.
+
+  Contents are separate when no chain of "same nucleus" edges among the contents (the
+  container's own edges left out) joins them.
+  """
+  withdrawn = np.zeros(num_candidates, bool)
+  if container.size == 0:
+    return withdrawn
+  order = np.argsort(container, kind="stable")
+  container, content = container[order], content[order]
+  starts = np.flatnonzero(np.r_[True, container[1:] != container[:-1]])
+  for start, stop in zip(starts, np.r_[starts[1:], container.size]):
+    members = content[start:stop]
+    if members.size < 2:
+      continue
+    local = np.full(num_candidates, -1, np.int64)
+    local[members] = np.arange(members.size)
+    keep = (local[same_i] >= 0) & (local[same_j] >= 0)
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(keep.sum()), (local[same_i[keep]], local[same_j[keep]])),
+        shape=(members.size, members.size))
+    withdrawn[container[start]] = scipy.sparse.csgraph.connected_components(
+        graph, directed=False)[0] >= 2
+  return withdrawn
 
 
 def assemble_claims(claimed: Claims, image_shape: tuple[int, int], merge_iou: float,
-                    merge_containment: float, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+                    merge_containment: float, min_size: int, split_containers: bool = False,
+                    split_containment: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
   """Whole-image (semantic bool (H, W), instances int32 (H, W)) from thresholded claims.
 
   `claimed` holds at most one claim per (pixel, object), as `claims` returns them (and as a
@@ -164,8 +207,13 @@ def assemble_claims(claimed: Claims, image_shape: tuple[int, int], merge_iou: fl
   del ids, present, rank
   # Claimed pixels numbered in raster order (what np.unique would give), without a sort.
   row = (np.cumsum(semantic, dtype=np.int32) - 1)[pixel]
-  group = merge_candidates(pixel, candidate, num_candidates, merge_iou, merge_containment,
-                           row=row)[candidate].astype(np.int32)
+  merged, withdrawn = merge_candidates(pixel, candidate, num_candidates, merge_iou,
+                                       merge_containment, row=row,
+                                       split_containers=split_containers,
+                                       split_containment=split_containment)
+  group = merged[candidate].astype(np.int32)
+  if withdrawn.any():
+    prob = np.where(withdrawn[candidate], np.float32(-np.inf), prob)  # Never wins a pixel.
   del candidate, row
 
   # A group's duplicate claims on a pixel do not change who wins it, so no dedup is needed.
@@ -192,11 +240,12 @@ def assemble_claims(claimed: Claims, image_shape: tuple[int, int], merge_iou: fl
 
 
 def assemble(pieces: continuation.Pieces, image_shape: tuple[int, int], threshold: float,
-             merge_iou: float, merge_containment: float,
-             min_size: int) -> tuple[np.ndarray, np.ndarray]:
+             merge_iou: float, merge_containment: float, min_size: int,
+             split_containers: bool = False,
+             split_containment: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
   """Whole-image (semantic bool (H, W), instances int32 (H, W)) from segmented pieces."""
   return assemble_claims(claims(pieces, image_shape, threshold), image_shape, merge_iou,
-                         merge_containment, min_size)
+                         merge_containment, min_size, split_containers, split_containment)
 
 
 def assemble_from_config(pieces: continuation.Pieces, image_shape: tuple[int, int],
@@ -205,4 +254,6 @@ def assemble_from_config(pieces: continuation.Pieces, image_shape: tuple[int, in
   return assemble(pieces, image_shape, threshold=float(config.threshold),
                   merge_iou=float(config.merge_iou),
                   merge_containment=float(config.merge_containment),
-                  min_size=int(config.min_size))
+                  min_size=int(config.min_size),
+                  split_containers=bool(config.split_containers),
+                  split_containment=float(config.split_containment))

@@ -109,6 +109,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.assembly.merge_iou = 0.5
   config.assembly.merge_containment = 0.8
   config.assembly.min_size = 15
+  # Withdraw a candidate that contains two or more candidates that are not the same nucleus
+  # (spiralnet_jax.assembly): it is a merger of them. False = the thesis' merge rule alone.
+  config.assembly.split_containers = False
+  # How much of a candidate must lie inside another for the rule to count it as contained.
+  config.assembly.split_containment = 0.8
 
   # --- prediction ------------------------------------------------------------------------------
   config.predict = ml_collections.ConfigDict()
@@ -157,7 +162,7 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: clip gradients to this global norm before Adam (0 = off).
   config.train.grad_clip_norm = 0.0
   # Resume a workdir whose config.json differs from this config in fields that change the run
-  # (train_lib.RESUMABLE_FIELDS lists those that do not); otherwise that is refused.
+  # (training.workdir.RESUMABLE_FIELDS lists those that do not); otherwise that is refused.
   config.train.allow_config_change = False
   # When checkpoints of a stage exist but none restores: train it from scratch instead of
   # stopping with an error.

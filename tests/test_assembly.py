@@ -183,3 +183,66 @@ def test_concatenate_claims_joins_and_empties_the_parts():
   np.testing.assert_array_equal(joined.object_id, [0, 0, 2])
   np.testing.assert_array_equal(joined.prob, np.array([0.9, 0.6, 0.7], np.float32))
   assert assembly.concatenate_claims([], SHAPE).pixel.size == 0
+
+
+# --- split_containers: a candidate holding two nuclei is a merger, not a third copy -----------
+
+
+def _merger_case():
+  """Two touching 5×5 nuclei, each found on its own, and one candidate covering both."""
+  left, right = _box(5, 10, 4, 9), _box(5, 10, 9, 14)
+  return left, right, _pieces(((2, 1), left, 0.9, 0), ((2, 6), right, 0.9, 1),
+                              ((2, 3), left | right, 0.8, 2))
+
+
+def test_without_the_rule_a_merger_joins_both_nuclei():
+  left, right, pieces = _merger_case()
+  _, instances = _assemble(pieces)
+  np.testing.assert_array_equal(instances, (left | right).astype(np.int32))
+
+
+def test_split_containers_withdraws_the_merger():
+  left, right, pieces = _merger_case()
+  semantic, instances = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)
+  np.testing.assert_array_equal(semantic, left | right)
+  np.testing.assert_array_equal(instances, left * 1 + right * 2)
+
+
+def test_split_containers_keeps_a_container_of_one_nucleus_seen_twice():
+  # The big candidate contains two candidates that are the same nucleus (IoU 20/25 ≥ 0.5):
+  # one nucleus, so everything merges as before.
+  big, a, b = _box(4, 11, 4, 11), _box(5, 10, 5, 10), _box(5, 10, 6, 10)
+  pieces = _pieces(((2, 1), big, 0.8, 0), ((2, 1), a, 0.9, 1), ((2, 1), b, 0.9, 2))
+  _, instances = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)
+  np.testing.assert_array_equal(instances, big.astype(np.int32))
+
+
+def test_split_containers_keeps_a_container_holding_only_one_candidate():
+  big, small = _box(4, 11, 4, 11), _box(5, 10, 5, 10)
+  pieces = _pieces(((2, 1), big, 0.8, 0), ((2, 1), small, 0.9, 1))
+  _, instances = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)
+  np.testing.assert_array_equal(instances, big.astype(np.int32))
+
+
+def test_merge_candidates_reports_the_withdrawn_container():
+  _, _, pieces = _merger_case()
+  claimed = assembly.claims(pieces, SHAPE, 0.5)
+  merged, withdrawn = assembly.merge_candidates(claimed.pixel, claimed.object_id, 3, 0.5, 0.8,
+                                                split_containers=True)
+  np.testing.assert_array_equal(withdrawn, [False, False, True])
+  assert len(set(merged.tolist())) == 3
+
+
+def test_split_containment_sets_how_much_of_a_nucleus_must_lie_inside():
+  # The merger covers all of the left nucleus but only 15 of the right one's 25 px (60%).
+  left, right = _box(5, 10, 4, 9), _box(5, 10, 9, 14)
+  merger = left | _box(5, 10, 9, 12)
+  pieces = _pieces(((2, 1), left, 0.9, 0), ((2, 6), right, 0.9, 1), ((2, 3), merger, 0.95, 2))
+  strict = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)[1]
+  loose = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True,
+                            split_containment=0.5)[1]
+  # At 0.8 only the left nucleus counts as contained: the merger stays, joins it and, being the
+  # more confident, wins the shared pixels (the right nucleus, 60% inside, is not "the same" by
+  # merge_containment either, so it keeps the rest).
+  np.testing.assert_array_equal(strict, merger * 1 + (right & ~merger) * 2)
+  np.testing.assert_array_equal(loose, left * 1 + right * 2)

@@ -217,7 +217,18 @@ def test_instance_scores_pool_counts_over_images():
   # τ 0.55..0.65: only the shifted pair matches (tp 1, fp 2, fn 1); τ >= 0.7: nothing.
   np.testing.assert_allclose(s["accuracy"], [2 / 3] + [1 / 4] * 3 + [0.0] * 6)
   assert s["map"] == pytest.approx(17 / 120)
+  # DSB 2018: per image first. Shifted pair (IoU 2/3): 1 for τ ≤ 0.65, else 0 -> 0.4; the split
+  # (IoU 1/2 each): 1/2 at τ = 0.5, else 0 -> 0.05; mean over the two images 0.225.
+  assert s["dsb2018_score"] == pytest.approx(0.225)
   assert (s["merges"], s["splits"]) == (0, 1)
+
+
+def test_dsb2018_score_counts_an_empty_field_with_no_prediction_as_perfect():
+  empty = np.zeros((8, 8), np.int32)
+  shifted = (_box(5, 5, 10, 10), _box(5, 7, 10, 10))
+  s = metrics.instance_scores([shifted, (empty, empty)])
+  assert s["dsb2018_score"] == pytest.approx((0.4 + 1.0) / 2)
+  assert s["map"] == pytest.approx(0.4)  # Pooled: the empty field adds no counts.
 
 
 # --- instance: brute-force reference -------------------------------------------------------------

@@ -12,9 +12,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from spiralnet_jax import checkpoints
 from spiralnet_jax import cli
+from spiralnet_jax import errors
 from spiralnet_jax import evaluation
-from spiralnet_jax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file; defaults to <workdir>/config.json.", lock_config=True)
@@ -26,10 +27,10 @@ _SPLITS = flags.DEFINE_list("splits", None, "Splits to evaluate (default: config
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train_lib.quiet_orbax_logging()
+  checkpoints.quiet_orbax_logging()
   try:
     results = evaluation.evaluate(_CONFIG.value, _WORKDIR.value, _SPLITS.value)
-  except (FileNotFoundError, train_lib.TrainingError) as e:
+  except (FileNotFoundError, errors.TrainingError) as e:
     # No config.json or checkpoints, an unrestorable checkpoint: the message says it all.
     cli.fail("eval.py", str(e))
   for model, by_split in results.items():

@@ -4,7 +4,7 @@
     python train.py --config=configs/spiral.py --workdir=workdir/spiral \
         --config.segmenter.learning_rate=3e-4
 
-The work is in `spiralnet_jax.train_lib`; this file only parses flags. Rerunning with the same
+The work is in `spiralnet_jax.training`; this file only parses flags. Rerunning with the same
 workdir resumes every stage from its newest restorable checkpoint (also after a crash or a kill).
 Training is data-parallel over all local devices. On several hosts, run the same command on
 every host with `--distributed` (and, outside SLURM / Open MPI / Cloud TPU, the coordinator):
@@ -20,8 +20,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from spiralnet_jax import checkpoints
 from spiralnet_jax import cli
-from spiralnet_jax import train_lib
+from spiralnet_jax.training import errors
+from spiralnet_jax.training import loop
 
 FLAGS = flags.FLAGS
 
@@ -44,13 +46,13 @@ def main(argv):
   if FLAGS.distributed:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-  train_lib.quiet_orbax_logging()
+  checkpoints.quiet_orbax_logging()
   try:
-    results = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except train_lib.TrainingError as e:
+    results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except errors.TrainingError as e:
     # Refused resumes, unrestorable checkpoints, non-finite losses: the message says it all.
     cli.fail("train.py", str(e))
-  except train_lib.Stopped as e:
+  except errors.Stopped as e:
     print(f"train.py: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)  # The shell's code for "ended by this signal".
   if jax.process_index() != 0:
@@ -58,7 +60,7 @@ def main(argv):
   for stage, metrics in results.items():
     print(f"{stage}: " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
   for stage in results:
-    print(f"{stage} checkpoints: {train_lib.checkpoint_dir(FLAGS.workdir, stage)}")
+    print(f"{stage} checkpoints: {checkpoints.checkpoint_dir(FLAGS.workdir, stage)}")
   print(f"logs: {FLAGS.workdir}/metrics.jsonl, TensorBoard: tensorboard --logdir "
         f"{FLAGS.workdir}/tensorboard")
 

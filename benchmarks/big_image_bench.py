@@ -34,9 +34,9 @@ import jax
 import jaxlib
 import numpy as np
 
+from spiralnet_jax import checkpoints
 from spiralnet_jax import predict
-from spiralnet_jax import segment
-from spiralnet_jax import train_lib
+from spiralnet_jax import segment_io
 from spiralnet_jax.data import synthetic
 
 import bench_common
@@ -70,7 +70,7 @@ def main() -> None:
   parser.add_argument("--out", default="", help="also write the JSON here")
   args = parser.parse_args()
 
-  train_lib.quiet_orbax_logging()
+  checkpoints.quiet_orbax_logging()
   predictor = predict.Predictor.from_workdir(args.workdir)
   if args.batch_size > 0:
     config = predictor.config.copy_and_resolve_references()
@@ -106,10 +106,10 @@ def main() -> None:
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:
     count = int(instances.max())
-    segment._write_tiff(pathlib.Path(tmp) / "labels.tif",  # pylint: disable=protected-access
-                        instances.astype(segment.label_dtype(count)))
-    segment._write_csv(pathlib.Path(tmp) / "nuclei.csv",  # pylint: disable=protected-access
-                       segment.measurements(instances, image))
+    segment_io.write_tiff(pathlib.Path(tmp) / "labels.tif",
+                          instances.astype(segment_io.label_dtype(count)))
+    segment_io.write_csv(pathlib.Path(tmp) / "nuclei.csv",
+                         segment_io.measurements(instances, image))
     labels_mb = (pathlib.Path(tmp) / "labels.tif").stat().st_size / 2**20
   seconds_outputs = time.perf_counter() - start
 
@@ -120,8 +120,8 @@ def main() -> None:
       "source": f"synthetic.generate(seed={args.seed}, shape=({_TILE}, {_TILE})) tiled",
       "workdir": str(args.workdir),
       "region_batch_size": int(config.predict.region_batch_size),
-      "chunk_regions": int(config.predict.get("chunk_regions", predict.DEFAULT_CHUNK_REGIONS)),
-      "stripe_rows": int(config.predict.get("stripe_rows", predict.DEFAULT_STRIPE_ROWS)),
+      "chunk_regions": int(config.predict.chunk_regions),
+      "stripe_rows": int(config.predict.stripe_rows),
       "prediction_stride": int(config.predict.get("stride", config.regions.stride)),
       "scorer_threshold": float(config.scorer.threshold),
       "scorer_threshold_overridden": args.scorer_threshold is not None,

@@ -8,6 +8,7 @@ can inject fakes. Outputs under `<out_dir>` (default `<workdir>/eval/`):
     metrics.json   {model: {split: {pixel, instance, scorer?, segmenter?, ...}}}
     per_image.csv  one row per model, split and image
     tables.md      thesis Tables 1-3 with our numbers beside the thesis', instance metrics
+                   (`spiralnet_jax.reports`)
     figures/       thesis Figs. 22, 26, 29, 30 and the training curves (Figs. 19, 24, 28)
 """
 
@@ -17,63 +18,24 @@ import json
 import math
 import pathlib
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import ml_collections
 import numpy as np
 
+from spiralnet_jax import checkpoints
 from spiralnet_jax import classical
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import figures
 from spiralnet_jax import metrics
 from spiralnet_jax import predict as predict_lib
 from spiralnet_jax import regions as regions_lib
+from spiralnet_jax import reports
 from spiralnet_jax import scorer as scorer_lib
-from spiralnet_jax import train_lib
-
-# Model keys in metrics.json, and how the reports name them.
-SPIRALNET = "spiralnet"
-UNET = "unet"
-OTSU_WATERSHED = "otsu_watershed"
-DISPLAY_NAMES = {SPIRALNET: "SpiralNet", UNET: "U-Net", OTSU_WATERSHED: "Otsu + watershed"}
-CHANNELS = ("central", "other", "background")
-
-# --- The thesis' numbers (Dekret 2019, §4), reproduced in tables.md beside ours ---------------
-# Table 1 (segmenter on label-selected regions): {metric: {channel: {split: value}}}.
-_T1_SPLITS = ("training", "validation", "test")
-THESIS_TABLE1 = {
-    "f1": {"central": dict(zip(_T1_SPLITS, (0.946, 0.945, 0.945))),
-           "other": dict(zip(_T1_SPLITS, (0.893, 0.890, 0.892))),
-           "background": dict(zip(_T1_SPLITS, (0.972, 0.983, 0.985)))},
-    "precision": {"central": dict(zip(_T1_SPLITS, (0.960, 0.961, 0.962))),
-                  "other": dict(zip(_T1_SPLITS, (0.928, 0.930, 0.924))),
-                  "background": dict(zip(_T1_SPLITS, (0.987, 0.985, 0.987)))},
-    "recall": {"central": dict(zip(_T1_SPLITS, (0.950, 0.946, 0.945))),
-               "other": dict(zip(_T1_SPLITS, (0.896, 0.890, 0.897))),
-               "background": dict(zip(_T1_SPLITS, (0.969, 0.981, 0.982)))},
-}
-# Tables 2 and 3 (final pixel metrics): {model: {metric: {split: value}}}. Table 2 is the
-# SpiralNet half of Table 3.
-THESIS_PIXEL = {
-    SPIRALNET: {"f1": dict(zip(_T1_SPLITS, (0.963, 0.965, 0.969))),
-                "precision": dict(zip(_T1_SPLITS, (0.956, 0.960, 0.963))),
-                "recall": dict(zip(_T1_SPLITS, (0.971, 0.971, 0.977)))},
-    UNET: {"f1": dict(zip(_T1_SPLITS, (0.963, 0.960, 0.965))),
-           "precision": dict(zip(_T1_SPLITS, (0.963, 0.961, 0.969))),
-           "recall": dict(zip(_T1_SPLITS, (0.962, 0.959, 0.961)))},
-}
-# §4.1: scorer error rate (%) at t = 0.4 after the last epoch.
-THESIS_SCORER_THRESHOLD = 0.4
-THESIS_SCORER_ERROR_RATE = {"training": 7.56, "validation": 6.02}
-# docs/design.md "Numbers to beat" (BBBC039 test split): (system, pixel F1, P, R, F1@0.5,
-# pooled mAP). StarDist 2D: trained from scratch on the same 100 fields on the same 2-core CPU
-# for 45 minutes (its example recipe), scored with StarDist's `matching`.
-NUMBERS_TO_BEAT = (
-    ("SpiralNet, thesis (PyTorch)", 0.969, 0.963, 0.977, None, None),
-    ("U-Net, thesis", 0.965, 0.969, 0.961, None, None),
-    ("StarDist 2D, same data and CPU, 45 min", 0.957, None, None, 0.950, 0.743),
-)
+from spiralnet_jax import unet_predict
+# Model keys in metrics.json, how the reports name them, and the segmenter's channels.
+from spiralnet_jax.reports import CHANNELS, DISPLAY_NAMES, OTSU_WATERSHED, SPIRALNET, UNET
 
 CSV_FIELDS = ("model", "split", "image", "nuclei_true", "nuclei_pred", "pixel_precision",
               "pixel_recall", "pixel_f1", "instance_precision@0.5", "instance_recall@0.5",
@@ -117,12 +79,31 @@ def _region_targets(image: np.ndarray, labels: np.ndarray,
   return cut, cut.labels[:, cy, cx, 2] == 0
 
 
+def _image_rows(model: str, split: str, examples: Sequence[data_lib.Example],
+                pairs_inst: Sequence[tuple[np.ndarray, np.ndarray]],
+                per_image: Mapping[str, Sequence[float]]) -> list[dict]:
+  """The per_image.csv rows (CSV_FIELDS) of one model on one split."""
+  rows = []
+  for i, (example, (true, pred)) in enumerate(zip(examples, pairs_inst)):
+    m = metrics.match(true, pred, thresholds=(0.5,))
+    merges, splits = metrics.merges_splits(true, pred)
+    rows.append({
+        "model": model, "split": split, "image": example.name,
+        "nuclei_true": _count_nuclei(true), "nuclei_pred": _count_nuclei(pred),
+        "pixel_precision": per_image["precision"][i],
+        "pixel_recall": per_image["recall"][i],
+        "pixel_f1": per_image["f1"][i],
+        "instance_precision@0.5": m["precision"][0], "instance_recall@0.5": m["recall"][0],
+        "instance_f1@0.5": m["f1"][0], "merges": merges, "splits": splits})
+  return rows
+
+
 def evaluate_split(model: Model, examples: Sequence[data_lib.Example],
                    config: ml_collections.ConfigDict, split: str) -> SplitResult:
   """Predicts every example and computes pixel, instance, scorer and segmenter metrics."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
   num_shown = int(config.eval.num_figures)
-  pairs_sem, pairs_inst, shown, rows = [], [], [], []
+  pairs_sem, pairs_inst, shown = [], [], []
   score_parts = {"pred": [], "label": [], "centre_fg": []}
   seg_counts = np.zeros((3, len(CHANNELS)), np.int64)  # (tp, fp, fn) per channel.
   num_seg_regions = 0
@@ -154,21 +135,9 @@ def evaluate_split(model: Model, examples: Sequence[data_lib.Example],
                                       cut.labels[selected])
           seg_counts += np.stack([ch["tp"], ch["fp"], ch["fn"]])
           num_seg_regions += len(selected)
-
   pixel = metrics.pixel_scores(pairs_sem)
   instance = metrics.instance_scores(pairs_inst)
-  for i, (example, (true, pred)) in enumerate(zip(examples, pairs_inst)):
-    m = metrics.match(true, pred, thresholds=(0.5,))
-    merges, splits = metrics.merges_splits(true, pred)
-    rows.append({
-        "model": model.name, "split": split, "image": example.name,
-        "nuclei_true": _count_nuclei(true), "nuclei_pred": _count_nuclei(pred),
-        "pixel_precision": pixel["per_image"]["precision"][i],
-        "pixel_recall": pixel["per_image"]["recall"][i],
-        "pixel_f1": pixel["per_image"]["f1"][i],
-        "instance_precision@0.5": m["precision"][0], "instance_recall@0.5": m["recall"][0],
-        "instance_f1@0.5": m["f1"][0], "merges": merges, "splits": splits})
-
+  rows = _image_rows(model.name, split, examples, pairs_inst, pixel["per_image"])
   result = {
       "num_images": len(examples),
       "nuclei_true": int(sum(r["nuclei_true"] for r in rows)),
@@ -207,143 +176,6 @@ def _jsonable(x: Any) -> Any:
 
 
 # --- reports ------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-  if value is None:
-    return "—"
-  if isinstance(value, int):
-    return str(value)
-  return f"{value:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-  return lines
-
-
-def _at(values: Sequence[float], thresholds: Sequence[float], t: float) -> float | None:
-  """The entry of a per-threshold list at threshold t (None if t was not evaluated)."""
-  for value, thr in zip(values, thresholds):
-    if abs(thr - t) < 1e-9:
-      return value
-  return None
-
-
-def render_tables(results: Mapping[str, Mapping[str, dict]], splits: Sequence[str]) -> str:
-  """Renders tables.md: thesis Tables 1-3 with ours beside the thesis', plus instance metrics."""
-  lines = ["# Evaluation", "",
-           "Ours: this run. Thesis: Dekret 2019, §4. Pixel metrics are pooled over all pixels "
-           "of a split (the thesis' metric); \"mean\" is the mean over images. Instance "
-           "metrics follow StarDist `matching` (τ = IoU threshold); mAP pooled = mean over "
-           "τ = 0.50…0.95 of TP/(TP+FP+FN) with counts pooled over the split; DSB2018 score = "
-           "the same mean per image, then averaged over images.", ""]
-  metric_names = (("f1", "F1 score"), ("precision", "Precision"), ("recall", "Recall"))
-
-  # Table 1: the segmenter per channel.
-  spiral = results.get(SPIRALNET, {})
-  if any("segmenter" in spiral.get(s, {}) for s in splits):
-    lines += ["## Table 1 — segmenting network per channel (label-selected regions)", ""]
-    header = ["metric"] + [f"{ch} {s} ({who})" for ch in CHANNELS for s in splits
-                           for who in ("ours", "thesis")]
-    rows = []
-    for key, title in metric_names:
-      row = [title]
-      for c, ch in enumerate(CHANNELS):
-        for s in splits:
-          seg = spiral.get(s, {}).get("segmenter")
-          row += [_fmt(seg[key][c] if seg else None), _fmt(THESIS_TABLE1[key][ch].get(s))]
-      rows.append(row)
-    lines += _table(header, rows)
-    regions = ", ".join(f"{s}: {spiral[s]['segmenter']['num_regions']}" for s in splits
-                        if "segmenter" in spiral.get(s, {}))
-    lines += ["", f"Regions evaluated (label score > t): {regions}.", ""]
-
-  # Tables 2 and 3: final pixel metrics per split, per model.
-  for model in (SPIRALNET, UNET):
-    if model not in results:
-      continue
-    title = "Table 2 — SpiralNet" if model == SPIRALNET else "U-Net"
-    lines += [f"## {title} final prediction, pixel metrics", ""]
-    header = ["metric"] + [f"{s} ({who})" for s in splits
-                           for who in ("ours pooled", "ours mean", "thesis")]
-    rows = []
-    for key, title in metric_names:
-      row = [title]
-      for s in splits:
-        px = results[model].get(s, {}).get("pixel", {})
-        row += [_fmt(px.get(key)), _fmt(px.get(f"mean_{key}")),
-                _fmt(THESIS_PIXEL[model][key].get(s))]
-      rows.append(row)
-    lines += _table(header, rows) + [""]
-
-  if SPIRALNET in results and UNET in results:
-    lines += ["## Table 3 — U-Net vs SpiralNet (pooled pixel metrics)", ""]
-    header = ["metric"] + [f"{DISPLAY_NAMES[m]} {s} ({who})" for m in (UNET, SPIRALNET)
-                           for s in splits for who in ("ours", "thesis")]
-    rows = []
-    for key, title in metric_names:
-      row = [title]
-      for m in (UNET, SPIRALNET):
-        for s in splits:
-          row += [_fmt(results[m].get(s, {}).get("pixel", {}).get(key)),
-                  _fmt(THESIS_PIXEL[m][key].get(s))]
-      rows.append(row)
-    lines += _table(header, rows) + [""]
-
-  # Instance metrics (not in the thesis).
-  lines += ["## Instance metrics", ""]
-  header = ["model", "split", "images", "nuclei true", "nuclei pred", "P@0.5", "R@0.5",
-            "F1@0.5", "DSB@0.5", "PQ@0.5", "F1@0.75", "mAP pooled", "DSB2018 score", "merges",
-            "splits"]
-  rows = []
-  for model, by_split in results.items():
-    for s in splits:
-      if s not in by_split:
-        continue
-      r, inst = by_split[s], by_split[s]["instance"]
-      thr = inst["thresholds"]
-      rows.append([DISPLAY_NAMES.get(model, model), s, r["num_images"], r["nuclei_true"],
-                   r["nuclei_pred"]] +
-                  [_fmt(_at(inst[k], thr, 0.5)) for k in
-                   ("precision", "recall", "f1", "accuracy", "panoptic_quality")] +
-                  [_fmt(_at(inst["f1"], thr, 0.75)), _fmt(inst["map"]),
-                   _fmt(inst["dsb2018_score"]), inst["merges"], inst["splits"]])
-  lines += _table(header, rows) + [""]
-
-  # Numbers to beat (test split).
-  test = "test"
-  lines += ["## Numbers to beat (BBBC039 test split)", ""]
-  header = ["system", "pixel F1", "pixel P", "pixel R", "instance F1@0.5", "mAP pooled"]
-  rows = []
-  for model, by_split in results.items():
-    if test in by_split:
-      px, inst = by_split[test]["pixel"], by_split[test]["instance"]
-      rows.append([f"**{DISPLAY_NAMES.get(model, model)}, ours**", _fmt(px["f1"]),
-                   _fmt(px["precision"]), _fmt(px["recall"]),
-                   _fmt(_at(inst["f1"], inst["thresholds"], 0.5)), _fmt(inst["map"])])
-  rows += [[name] + [_fmt(v) for v in values] for name, *values in NUMBERS_TO_BEAT]
-  lines += _table(header, rows)
-  if not any(test in by_split for by_split in results.values()):
-    lines += ["", "(The test split was not evaluated in this run.)"]
-  lines += [""]
-
-  # Scorer error rates (thesis §4.1, Fig. 22).
-  if any("scorer" in spiral.get(s, {}) for s in splits):
-    lines += ["## Scorer error rates (%), thesis §4.1 and Fig. 22", "",
-              f"Error rate = regions passing t whose centre pixel is background / regions "
-              f"passing; stability = |passing on predicted − passing on label scores| / "
-              f"regions. Thesis at t = {THESIS_SCORER_THRESHOLD}: error rate "
-              + ", ".join(f"{s} {v}" for s, v in THESIS_SCORER_ERROR_RATE.items()) + ".", ""]
-    scored = [s for s in splits if "scorer" in spiral.get(s, {})]
-    thresholds = spiral[scored[0]]["scorer"]["thresholds"]
-    header = ["t"] + [f"{s} {k}" for s in scored for k in ("error rate", "stability")]
-    rows = [[_fmt(t, 1)] + [_fmt(spiral[s]["scorer"][k][i], 2) for s in scored
-                            for k in ("error_rate", "stability_error_rate")]
-            for i, t in enumerate(thresholds)]
-    lines += _table(header, rows) + [""]
-  return "\n".join(lines)
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: pathlib.Path) -> None:
@@ -394,7 +226,7 @@ def evaluate_models(models: Sequence[Model],
 
   (out_dir / "metrics.json").write_text(json.dumps(results, indent=1, allow_nan=False))
   write_csv(rows, out_dir / "per_image.csv")
-  (out_dir / "tables.md").write_text(render_tables(results, splits))
+  (out_dir / "tables.md").write_text(reports.render_tables(results, splits))
   write_figures(results, examples_by_split, shown, fig_dir, metrics_log)
   return results
 
@@ -442,7 +274,7 @@ def write_figures(results: Mapping[str, Mapping[str, dict]],
 
 def has_checkpoint(workdir: str | pathlib.Path, stage: str) -> bool:
   """Whether training wrote at least one checkpoint step of `stage` under `workdir`."""
-  return bool(train_lib.checkpoint_steps(workdir, stage))
+  return bool(checkpoints.checkpoint_steps(workdir, stage))
 
 
 def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
@@ -456,8 +288,8 @@ def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
 
 def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
   """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances."""
-  predictor = predict_lib.UNetPredictor.from_params(config, params)
-  return Model(name=UNET, predict=lambda image: predict_lib.predict_unet(predictor, image))
+  predictor = unet_predict.UNetPredictor.from_params(config, params)
+  return Model(name=UNET, predict=lambda image: unet_predict.predict_unet(predictor, image))
 
 
 def otsu_watershed_model(config: ml_collections.ConfigDict) -> Model:
@@ -475,7 +307,7 @@ def models_from_workdir(config: ml_collections.ConfigDict,
   if has_checkpoint(workdir, "scorer") and has_checkpoint(workdir, "segmenter"):
     models.append(spiralnet_model(predict_lib.Predictor.from_workdir(workdir, config)))
   if has_checkpoint(workdir, "unet"):
-    models.append(unet_model(config, train_lib.load_params(workdir, "unet", config)))
+    models.append(unet_model(config, checkpoints.load_params(workdir, "unet", config)))
   trained = bool(models)
   for name in config.eval.baselines:
     if name != OTSU_WATERSHED:
@@ -496,7 +328,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | pathlib.Pa
   `config` defaults to the workdir's config.json and `splits` to `config.eval.splits`.
   """
   workdir = pathlib.Path(workdir)
-  config = train_lib.load_config(workdir) if config is None else config
+  config = checkpoints.load_config(workdir) if config is None else config
   splits = list(config.eval.splits if splits is None else splits)
   models = models_from_workdir(config, workdir)
   examples = {split: data_lib.load_examples(config.data, split) for split in splits}

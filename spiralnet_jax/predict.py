@@ -29,12 +29,10 @@ than one stripe is always `stripe_rows` rows), and the segmenter sees batches of
 `predict.region_batch_size` regions, a remainder zero-padded to the next of a few halving bucket
 sizes (continuation.batch_bucket).
 
-The U-Net baseline predicts in square tiles of `predict.unet_tile` pixels, each seen with a
-margin of `unet_margin(depth)` ≥ its receptive-field radius, so tiles equal whole-image
-prediction (up to float rounding) and memory is bounded by the tile.
+The U-Net baseline predicts in tiles instead (`spiralnet_jax.unet_predict`).
 
-A constant image has no contrast, hence no nuclei: `predict` and `predict_unet` return empty
-masks for it without running the networks (which would otherwise see an all-zero image).
+A constant image has no contrast, hence no nuclei: `predict` returns empty masks for it without
+running the networks (which would otherwise see an all-zero image).
 """
 
 from __future__ import annotations
@@ -49,13 +47,14 @@ import ml_collections
 import numpy as np
 
 from spiralnet_jax import assembly
+from spiralnet_jax import checkpoints
 from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
-from spiralnet_jax import unet as unet_lib
+from spiralnet_jax import stages
 
 # progress(done, total): called as prediction advances (regions, or U-Net tiles).
 Progress = Callable[[int, int], None]
@@ -78,7 +77,7 @@ class Predictor:
     if self.geom is None:
       object.__setattr__(self, "geom", regions_lib.RegionGeometry.from_config(self.config.regions))
     if self.segmenter is None:
-      object.__setattr__(self, "segmenter", segmenter_lib.Segmenter.from_config(self.config))
+      object.__setattr__(self, "segmenter", stages.SEGMENTER.model(self.config))
 
   @classmethod
   def from_params(cls, config: ml_collections.ConfigDict, scorer_params: Any,
@@ -93,14 +92,11 @@ class Predictor:
 
     The config defaults to `<workdir>/config.json`, which training writes.
     """
-    # Imported here: train_lib pulls in the data pipeline and logging, which prediction
-    # from in-memory parameters does not need.
-    from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
     workdir = pathlib.Path(workdir)
     if config is None:
-      config = train_lib.load_config(workdir)
-    return cls.from_params(config, train_lib.load_params(workdir, "scorer", config),
-                           train_lib.load_params(workdir, "segmenter", config))
+      config = checkpoints.load_config(workdir)
+    return cls.from_params(config, checkpoints.load_params(workdir, "scorer", config),
+                           checkpoints.load_params(workdir, "segmenter", config))
 
   @classmethod
   def from_weights(cls, path: PathLike) -> "Predictor":
@@ -360,7 +356,8 @@ def predict_claims(predictor: Predictor, image: np.ndarray,
   return assembly.concatenate_claims(parts, image.shape)
 
 
-def _empty(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def empty_masks(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """The (semantic, instances) prediction of an image without nuclei."""
   return np.zeros(shape, bool), np.zeros(shape, np.int32)
 
 
@@ -373,7 +370,7 @@ def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = Non
   """
   image = image if prepared else prepare_image(image, percentiles(predictor.config))
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
-    return _empty(image.shape)
+    return empty_masks(image.shape)
   cfg = predictor.config.assembly
   shape = image.shape
   claimed = predict_claims(predictor, image, progress)
@@ -381,7 +378,9 @@ def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = Non
   return assembly.assemble_claims(claimed, shape,
                                   merge_iou=float(cfg.merge_iou),
                                   merge_containment=float(cfg.merge_containment),
-                                  min_size=int(cfg.min_size))
+                                  min_size=int(cfg.min_size),
+                                  split_containers=bool(cfg.split_containers),
+                                  split_containment=float(cfg.split_containment))
 
 
 def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:
@@ -392,101 +391,3 @@ def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:
 def predict_semantic(predictor: Predictor, image: Any) -> np.ndarray:
   """bool (H, W) foreground mask."""
   return predict(predictor, image)[0]
-
-
-# --- the U-Net baseline ---------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class UNetPredictor:
-  """The U-Net baseline's parameters plus the config that built them (and the network)."""
-
-  config: ml_collections.ConfigDict
-  params: Any
-  net: Optional[unet_lib.UNet] = dataclasses.field(default=None, compare=False)
-
-  def __post_init__(self):
-    if self.net is None:
-      object.__setattr__(self, "net", unet_lib.UNet(
-          base_features=int(self.config.unet.base_features), depth=int(self.config.unet.depth)))
-
-  @classmethod
-  def from_params(cls, config: ml_collections.ConfigDict, params: Any) -> "UNetPredictor":
-    """A U-Net predictor from in-memory parameters."""
-    return cls(config=config, params=params)
-
-  @classmethod
-  def from_workdir(cls, workdir: PathLike,
-                   config: Optional[ml_collections.ConfigDict] = None) -> "UNetPredictor":
-    """Restores the latest unet checkpoint in `workdir` (config defaults to its config.json)."""
-    from spiralnet_jax import train_lib  # pylint: disable=g-import-not-at-top
-    if config is None:
-      config = train_lib.load_config(workdir)
-    return cls.from_params(config, train_lib.load_params(workdir, "unet", config))
-
-
-def unet_margin(depth: int) -> int:
-  """Context (pixels, a multiple of 2^depth) a tile needs on each side: ≥ the receptive radius.
-
-  Walking back from one output pixel, each 3×3 convolution at level l (scale 2^l) widens the
-  dependence by 2^l per side: 2 per level down, 2 at the bottleneck (level depth), 2 per level
-  up, 6·2^depth − 4 in all. Max-pooling and the stride-2 transposed convolution snap to their
-  2^(l+1) grid, at most 2^(l+1) more per level on the way down and up: 4·(2^depth − 1). Hence
-  radius ≤ 10·2^depth − 8; a multiple of 2^depth keeps tiles on the pooling grid.
-  """
-  return 10 * 2**depth
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _unet_semantic_tile(net: unet_lib.UNet, params: Any, tile: jax.Array,
-                        threshold: float) -> jax.Array:
-  """Foreground mask of one (h, w) tile (compiled once per network and tile shape)."""
-  logits = net.apply({"params": params}, tile[None, :, :, None])
-  return unet_lib.unet_predict_semantic(logits, threshold)[0]
-
-
-def unet_tiles(image_shape: tuple[int, int], tile: int,
-               margin: int) -> list[tuple[slice, slice, slice, slice]]:
-  """(window rows, window cols, core rows, core cols) of each tile; core slices are local.
-
-  Tile cores of tile×tile pixels cover the image; each window adds `margin` pixels of context
-  on every side that is not an image edge. One window covering everything when it fits.
-  """
-  height, width = image_shape
-
-  def spans(n):
-    if n <= tile + 2 * margin:
-      return [(0, n, 0, n)]
-    out = []
-    for start in range(0, n, tile):
-      lo, hi = max(start - margin, 0), min(start + tile + margin, n)
-      out.append((lo, hi, start - lo, min(start + tile, n) - lo))
-    return out
-
-  return [(slice(r0, r1), slice(c0, c1), slice(a0, a1), slice(b0, b1))
-          for r0, r1, a0, a1 in spans(height) for c0, c1, b0, b1 in spans(width)]
-
-
-def predict_unet(predictor: UNetPredictor, image: Any, progress: Optional[Progress] = None,
-                 prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
-  """(semantic bool (H, W), instances int32 (H, W)): tiled U-Net, connected components.
-
-  Tiles start on multiples of 2^depth, so pooling windows line up with the whole image's, and
-  a tile at the bottom or right edge is padded by the network exactly as the whole image is.
-  `progress(done, total)` follows the tiles; `prepared` as in `predict`.
-  """
-  image = image if prepared else prepare_image(image, percentiles(predictor.config))
-  if not image.any():
-    return _empty(image.shape)
-  depth = int(predictor.config.unet.depth)
-  tile = int(predictor.config.predict.unet_tile)
-  tile = max(2**depth, tile + (-tile % 2**depth))
-  threshold = float(predictor.config.unet.threshold)
-  semantic = np.zeros(image.shape, bool)
-  tiles = unet_tiles(image.shape, tile, unet_margin(depth))
-  for done, (rows, cols, core_rows, core_cols) in enumerate(tiles):
-    mask = _unet_semantic_tile(predictor.net, predictor.params, image[rows, cols], threshold)
-    semantic[rows, cols][core_rows, core_cols] = np.asarray(mask)[core_rows, core_cols]
-    if progress is not None:
-      progress(done + 1, len(tiles))
-  return semantic, unet_lib.instances_from_semantic(semantic)

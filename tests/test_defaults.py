@@ -5,8 +5,8 @@ import json
 import pytest
 
 from configs import default as default_config
+from spiralnet_jax import checkpoints
 from spiralnet_jax import defaults
-from spiralnet_jax import train_lib
 
 
 def test_configs_default_is_the_package_defaults():
@@ -19,7 +19,7 @@ def test_upgrade_fills_missing_fields_with_defaults_and_keeps_saved_values(tmp_p
   del saved["data"]["normalize_percentiles"]
   saved["segmenter"]["features"] = 7        # A saved value differs from the default.
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  config = train_lib.load_config(tmp_path)
+  config = checkpoints.load_config(tmp_path)
   assert config.segmenter.seed_radius == 0 and tuple(config.data.normalize_percentiles) == (0, 100)
   assert config.segmenter.features == 7
 

@@ -22,8 +22,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import test as test_config
+from spiralnet_jax import checkpoints
 from spiralnet_jax import data as data_lib
-from spiralnet_jax import train_lib
+from spiralnet_jax import train_state
+from spiralnet_jax.training import errors as training_errors
+from spiralnet_jax.training import input_pipeline
+from spiralnet_jax.training import loop
+from spiralnet_jax.training import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 5
@@ -40,7 +45,7 @@ def _config(**train):
 
 
 def _steps(workdir):
-  path = train_lib.checkpoint_dir(workdir, "scorer")
+  path = checkpoints.checkpoint_dir(workdir, "scorer")
   return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
 
 
@@ -49,11 +54,11 @@ def reference(tmp_path_factory):
   """The parameters after step k (1 <= k <= 13) of one uninterrupted run."""
   workdir = tmp_path_factory.mktemp("reference")
   config = _config(max_steps=13, checkpoint_every_steps=1, max_to_keep=13)
-  train_lib.train_and_evaluate(config, workdir)
-  abstract = train_lib.abstract_state("scorer", config)
+  loop.train_and_evaluate(config, workdir)
+  abstract = train_state.abstract_state("scorer", config)
 
   def params_at(step):
-    with train_lib._checkpoint_manager(workdir, "scorer", config) as mngr:
+    with checkpoints.checkpoint_manager(workdir, "scorer", config) as mngr:
       return mngr.restore(step, args=ocp.args.StandardRestore(abstract)).params
 
   params_at.workdir = workdir  # Its metrics.jsonl is the uninterrupted run's log.
@@ -61,7 +66,7 @@ def reference(tmp_path_factory):
 
 
 def _assert_params_equal(workdir, expected):
-  got = train_lib.load_params(workdir, "scorer", _config())
+  got = checkpoints.load_params(workdir, "scorer", _config())
   assert jax.tree.structure(got) == jax.tree.structure(expected)
   for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -81,23 +86,25 @@ def _records(workdir):
 _SIGNALLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from configs import test as test_config
-    from spiralnet_jax import train_lib
+    from spiralnet_jax.training import errors as training_errors
+    from spiralnet_jax.training import input_pipeline
+    from spiralnet_jax.training import loop
     config = test_config.get_config()
     config.stages = ("scorer",)
     config.scorer.epochs = 4
     config.train.max_steps = {end}
     config.train.checkpoint_every_steps = {every}
     kill_at, calls = {kill_at}, []
-    real_batch = train_lib.ScorerData.batch
+    real_batch = input_pipeline.ScorerData.batch
     def batch(self, items, rng, rows=slice(None)):
       calls.append(None)
       if len(calls) == kill_at:
         os.kill(os.getpid(), signal.{signal})
       return real_batch(self, items, rng, rows)
-    train_lib.ScorerData.batch = batch
+    input_pipeline.ScorerData.batch = batch
     try:
-      train_lib.train_and_evaluate(config, sys.argv[1])
-    except train_lib.Stopped as e:
+      loop.train_and_evaluate(config, sys.argv[1])
+    except training_errors.Stopped as e:
       print(e, file=sys.stderr)
       sys.exit(128 + e.signum)
 """)
@@ -120,7 +127,7 @@ def test_sigkill_mid_epoch_then_restart_equals_uninterrupted_run(tmp_path, refer
   assert max(r["step"] for r in _records(killed)) == kill_at - 1
 
   config = _config(max_steps=end, checkpoint_every_steps=2)
-  train_lib.train_and_evaluate(config, killed)
+  loop.train_and_evaluate(config, killed)
   _assert_params_equal(killed, reference(end))
   assert _steps(killed)[-1] == end
   # The log reads as the uninterrupted run's: replayed steps once, same values (bitwise: same
@@ -135,7 +142,7 @@ def test_sigterm_saves_the_step_it_stopped_at_then_restart_equals_uninterrupted_
   end, kill_at = 13, 7
   proc = _signalled_run(tmp_path, "SIGTERM", end, kill_at, every=0)
   assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-  where = train_lib.checkpoint_dir(tmp_path, "scorer")
+  where = checkpoints.checkpoint_dir(tmp_path, "scorer")
   assert proc.stderr.strip().splitlines()[-1] == (
       f"scorer: stopped by signal {int(signal.SIGTERM)} at step {kill_at} of {end}; saved in "
       f"{where}; run the same command to resume")
@@ -143,13 +150,13 @@ def test_sigterm_saves_the_step_it_stopped_at_then_restart_equals_uninterrupted_
   assert _steps(tmp_path) == [5, kill_at]
   _assert_params_equal(tmp_path, reference(kill_at))
 
-  train_lib.train_and_evaluate(_config(max_steps=end), tmp_path)
+  loop.train_and_evaluate(_config(max_steps=end), tmp_path)
   _assert_params_equal(tmp_path, reference(end))
 
 
 def test_stop_request_restores_the_previous_handler():
   before = signal.getsignal(signal.SIGTERM)
-  with train_lib.StopRequest() as stop:
+  with training_errors.StopRequest() as stop:
     assert signal.getsignal(signal.SIGTERM) != before
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.signum == signal.SIGTERM
@@ -160,28 +167,28 @@ def test_unfinished_save_is_not_a_step(tmp_path):
   # Orbax writes a save to `<step>.orbax-checkpoint-tmp-*` and renames it when complete; a kill
   # mid-save leaves such a directory behind, which must neither count nor be restored.
   config = _config(max_steps=2)
-  train_lib.train_and_evaluate(config, tmp_path)
-  where = train_lib.checkpoint_dir(tmp_path, "scorer")
+  loop.train_and_evaluate(config, tmp_path)
+  where = checkpoints.checkpoint_dir(tmp_path, "scorer")
   unfinished = where / "4.orbax-checkpoint-tmp-1234567"
   (unfinished / "default").mkdir(parents=True)
   (unfinished / "default" / "manifest.ocdbt").write_bytes(b"\0" * 10)
-  with train_lib._checkpoint_manager(tmp_path, "scorer", config) as mngr:
+  with checkpoints.checkpoint_manager(tmp_path, "scorer", config) as mngr:
     assert mngr.all_steps() == [2]
   assert _steps(tmp_path) == [2]
-  train_lib.load_params(tmp_path, "scorer", config)
+  checkpoints.load_params(tmp_path, "scorer", config)
 
 
 def test_rerunning_a_finished_stage_logs_nothing_twice(tmp_path):
   config = _config(max_steps=7, eval_every_epochs=1)
-  train_lib.train_and_evaluate(config, tmp_path)
+  loop.train_and_evaluate(config, tmp_path)
   first = _records(tmp_path)
   assert [r["step"] for r in first if "val_loss" in r] == [5, 7]  # Epoch end, stage end.
-  train_lib.train_and_evaluate(config, tmp_path)
+  loop.train_and_evaluate(config, tmp_path)
   assert _records(tmp_path) == first
 
 
 def test_metrics_log_rewind_keeps_other_stages(tmp_path):
-  log = train_lib.MetricsLog(tmp_path)
+  log = workdir_lib.MetricsLog(tmp_path)
   for stage in ("scorer", "segmenter"):
     for step in (1, 2, 3):
       log.write(stage, step, loss=step / 10)
@@ -198,7 +205,7 @@ def test_metrics_log_rewind_keeps_other_stages(tmp_path):
 
 def test_metrics_log_cuts_a_partial_last_line(tmp_path):
   (tmp_path / "metrics.jsonl").write_text('{"stage": "scorer", "step": 1, "loss": 0.5}\n{"sta')
-  log = train_lib.MetricsLog(tmp_path)
+  log = workdir_lib.MetricsLog(tmp_path)
   log.write("scorer", 2, loss=0.25)
   log.close()
   assert _records(tmp_path) == [{"stage": "scorer", "step": 1, "loss": 0.5},
@@ -216,7 +223,7 @@ def _truncate_every_file(step_dir):
 
 def _flip_bytes_of_largest_array_file(step_dir):
   # The scorer's hidden kernel (52*58*8 float32) is the largest chunk file; its bytes carry no
-  # checksum of Orbax's own, so only train_lib's per-leaf CRC-32 can notice.
+  # checksum of Orbax's own, so only `checkpoints`' per-leaf CRC-32 can notice.
   path = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
   data = bytearray(path.read_bytes())
   middle = len(data) // 2
@@ -228,13 +235,13 @@ def _flip_bytes_of_largest_array_file(step_dir):
 def test_damaged_newest_checkpoint_falls_back_to_previous_and_says_so(damage, tmp_path, caplog,
                                                                      reference):
   resumed = tmp_path
-  train_lib.train_and_evaluate(_config(max_steps=4, checkpoint_every_steps=2), resumed)
+  loop.train_and_evaluate(_config(max_steps=4, checkpoint_every_steps=2), resumed)
   assert _steps(resumed) == [2, 4]
-  where = train_lib.checkpoint_dir(resumed, "scorer")
+  where = checkpoints.checkpoint_dir(resumed, "scorer")
   damage(where / "4")
 
   caplog.set_level(logging.WARNING)
-  train_lib.train_and_evaluate(_config(max_steps=7, checkpoint_every_steps=2), resumed)
+  loop.train_and_evaluate(_config(max_steps=7, checkpoint_every_steps=2), resumed)
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   assert any(m.startswith("scorer: checkpoint step 4 cannot be restored (") for m in warnings)
   assert "scorer: fell back to checkpoint step 2 (newer unrestorable: 4)" in warnings
@@ -246,19 +253,19 @@ def test_damaged_newest_checkpoint_falls_back_to_previous_and_says_so(damage, tm
 
 
 def test_no_restorable_checkpoint_stops_unless_fresh_start_allowed(tmp_path, caplog, reference):
-  train_lib.train_and_evaluate(_config(max_steps=2), tmp_path)
-  _truncate_every_file(train_lib.checkpoint_dir(tmp_path, "scorer") / "2")
-  with pytest.raises(train_lib.CheckpointError,
+  loop.train_and_evaluate(_config(max_steps=2), tmp_path)
+  _truncate_every_file(checkpoints.checkpoint_dir(tmp_path, "scorer") / "2")
+  with pytest.raises(training_errors.CheckpointError,
                      match=r"^scorer: no checkpoint under .* restores \(unrestorable steps: 2\); pass "
                      r"--config.train.allow_fresh_start=True"):
-    train_lib.train_and_evaluate(_config(max_steps=2), tmp_path)
+    loop.train_and_evaluate(_config(max_steps=2), tmp_path)
   assert _steps(tmp_path) == [2]  # Refusing leaves the workdir as it was.
-  with pytest.raises(train_lib.CheckpointError,
+  with pytest.raises(training_errors.CheckpointError,
                      match=r"^scorer: no checkpoint under .* restores \(unrestorable steps: 2\)$"):
-    train_lib.load_params(tmp_path, "scorer", _config())
+    checkpoints.load_params(tmp_path, "scorer", _config())
 
   caplog.set_level(logging.WARNING)
-  train_lib.train_and_evaluate(_config(max_steps=2, allow_fresh_start=True), tmp_path)
+  loop.train_and_evaluate(_config(max_steps=2, allow_fresh_start=True), tmp_path)
   assert "scorer: no checkpoint restores; training from scratch" in caplog.messages
   _assert_params_equal(tmp_path, reference(2))
 
@@ -268,7 +275,7 @@ def test_no_restorable_checkpoint_stops_unless_fresh_start_allowed(tmp_path, cap
 
 def test_injected_nan_stops_naming_stage_and_step_and_keeps_last_good_checkpoint(
     tmp_path, monkeypatch, reference):
-  real_batch = train_lib.ScorerData.batch
+  real_batch = input_pipeline.ScorerData.batch
   calls = []
 
   def batch_with_nan_labels_at_step_4(self, items, rng, rows=slice(None)):
@@ -278,14 +285,14 @@ def test_injected_nan_stops_naming_stage_and_step_and_keeps_last_good_checkpoint
       batch["scores"] = np.full_like(batch["scores"], np.nan)
     return batch
 
-  monkeypatch.setattr(train_lib.ScorerData, "batch", batch_with_nan_labels_at_step_4)
-  where = train_lib.checkpoint_dir(tmp_path, "scorer")
+  monkeypatch.setattr(input_pipeline.ScorerData, "batch", batch_with_nan_labels_at_step_4)
+  where = checkpoints.checkpoint_dir(tmp_path, "scorer")
   with pytest.raises(FloatingPointError) as error:
-    train_lib.train_and_evaluate(_config(max_steps=6, checkpoint_every_steps=2), tmp_path)
+    loop.train_and_evaluate(_config(max_steps=6, checkpoint_every_steps=2), tmp_path)
   assert str(error.value) == (
       "scorer: non-finite loss at step 4 (loss nan, gradient norm nan); stopped without saving "
       f"this step, last good checkpoint: step 2 in {where}")
-  assert isinstance(error.value, train_lib.TrainingError)
+  assert isinstance(error.value, training_errors.TrainingError)
   monkeypatch.undo()
 
   # Step 3 was good but is not a checkpoint; step 2 is, and it is the uninterrupted step 2.
@@ -296,7 +303,7 @@ def test_injected_nan_stops_naming_stage_and_step_and_keeps_last_good_checkpoint
 def test_non_finite_gradient_with_finite_loss_stops(tmp_path):
   config = _config(max_steps=3)
   examples = data_lib.load_examples(config.data, "training")
-  stage = train_lib.build_stage("scorer", config, examples, examples[:1])
+  stage = loop.build_stage("scorer", config, examples, examples[:1])
   scorer_loss = stage.loss_fn
 
   def loss_with_nan_gradient(params, batch):
@@ -305,12 +312,12 @@ def test_non_finite_gradient_with_finite_loss_stops(tmp_path):
     return scorer_loss(params, batch) + 0.0 * jnp.sqrt(0.0 * jnp.sum(leaf))
 
   stage = dataclasses.replace(stage, loss_fn=loss_with_nan_gradient)
-  log = train_lib.MetricsLog(tmp_path)
-  with pytest.raises(train_lib.NonFiniteError,
+  log = workdir_lib.MetricsLog(tmp_path)
+  with pytest.raises(training_errors.NonFiniteError,
                      match=r"^scorer: non-finite gradient norm at step 1 \(loss [0-9.]+, "
                      r"gradient norm nan\); stopped without saving this step, no checkpoint "
                      r"was saved before it$"):
-    train_lib.train_stage(stage, config, tmp_path, log)
+    loop.train_stage(stage, config, tmp_path, log)
   log.close()
   assert _steps(tmp_path) == []
 
@@ -327,24 +334,24 @@ def test_grad_clipping_clips_the_global_norm_before_adam():
     return update
 
   adam = optax.adam(0.1)
-  clipped = last_update(train_lib.make_optimizer(0.1, grad_clip_norm=0.5), [big, small])
+  clipped = last_update(train_state.make_optimizer(0.1, grad_clip_norm=0.5), [big, small])
   # Adam on big scaled to norm 0.5, then on small unchanged.
   expected = last_update(adam, [jax.tree.map(lambda g: g * 0.1, big), small])
   jax.tree.map(np.testing.assert_array_equal, clipped, expected)
   unclipped = last_update(adam, [big, small])
   assert not np.allclose(unclipped["a"], expected["a"], rtol=1e-3)
   # Off (0): plain Adam, so checkpoints keep Adam's state layout.
-  plain = train_lib.make_optimizer(0.1, grad_clip_norm=0.0)
+  plain = train_state.make_optimizer(0.1, grad_clip_norm=0.0)
   jax.tree.map(np.testing.assert_array_equal, last_update(plain, [big, small]), unclipped)
   assert jax.tree.structure(plain.init(params)) == jax.tree.structure(adam.init(params))
 
 
 def test_clipped_training_checkpoints_restore(tmp_path):
   config = _config(max_steps=1, grad_clip_norm=1.0)
-  train_lib.train_and_evaluate(config, tmp_path)
-  params = train_lib.load_params(tmp_path, "scorer", config)
+  loop.train_and_evaluate(config, tmp_path)
+  params = checkpoints.load_params(tmp_path, "scorer", config)
   assert (jax.tree.structure(params)
-          == jax.tree.structure(train_lib.abstract_state("scorer", config).params))
+          == jax.tree.structure(train_state.abstract_state("scorer", config).params))
 
 
 # --- resuming under a changed config -------------------------------------------------------------
@@ -357,32 +364,32 @@ def test_config_changes_lists_fields_that_change_the_run():
          "scorer": {"learning_rate": 1e-3, "epochs": 9},
          "train": {"max_steps": 0, "grad_clip_norm": 1.0, "new_field": 1},
          "eval": {"splits": ["validation"]}}
-  assert train_lib.config_changes(old, new) == [
+  assert workdir_lib.config_changes(old, new) == [
       "scorer.learning_rate: 0.0001 -> 0.001", "train.grad_clip_norm: 0.0 -> 1.0",
       "train.new_field: (absent) -> 1"]
-  assert train_lib.config_changes(old, old) == []
+  assert workdir_lib.config_changes(old, old) == []
 
 
 def test_resuming_under_a_changed_config_is_refused_unless_allowed(tmp_path):
-  train_lib.train_and_evaluate(_config(max_steps=1), tmp_path)
+  loop.train_and_evaluate(_config(max_steps=1), tmp_path)
   changed = _config(max_steps=2)
   changed.scorer.learning_rate = 1e-3
-  with pytest.raises(train_lib.ConfigMismatchError) as error:
-    train_lib.train_and_evaluate(changed, tmp_path)
+  with pytest.raises(training_errors.ConfigMismatchError) as error:
+    loop.train_and_evaluate(changed, tmp_path)
   message = str(error.value)
   assert "\n" not in message
   assert "(scorer.learning_rate: 0.0001 -> 0.001)" in message
   assert "--config.train.allow_config_change=True" in message
   assert _steps(tmp_path) == [1]
-  assert train_lib.load_config(tmp_path).scorer.learning_rate == 1e-4
+  assert checkpoints.load_config(tmp_path).scorer.learning_rate == 1e-4
 
   # Fields that keep resuming exact may change: here where to stop and how often to log.
-  train_lib.train_and_evaluate(_config(max_steps=2, log_every_steps=5), tmp_path)
+  loop.train_and_evaluate(_config(max_steps=2, log_every_steps=5), tmp_path)
   assert _steps(tmp_path) == [1, 2]
   changed.train.allow_config_change = True
-  train_lib.train_and_evaluate(changed, tmp_path)
+  loop.train_and_evaluate(changed, tmp_path)
   assert _steps(tmp_path) == [1, 2]  # Already at max_steps: nothing to train, nothing refused.
-  assert train_lib.load_config(tmp_path).scorer.learning_rate == 1e-3
+  assert checkpoints.load_config(tmp_path).scorer.learning_rate == 1e-3
 
 
 def test_train_py_reports_a_refused_resume_in_one_line(tmp_path):

@@ -1,6 +1,6 @@
 """SpiralNet learns: both stages trained briefly on synthetic nuclei segment unseen ones.
 
-This is the honest end-to-end check of the method: real training (train_lib), real
+This is the honest end-to-end check of the method: real training (spiralnet_jax.training), real
 prediction (scorer → spiral segmenter → continuation → assembly), real metrics, on images
 the model never saw. The same pipeline with untrained weights must score far lower.
 """
@@ -12,7 +12,8 @@ from configs import synthetic as synthetic_config
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import predict
-from spiralnet_jax import train_lib
+from spiralnet_jax import stages
+from spiralnet_jax.training import loop
 
 
 def _scores(predictor, examples):
@@ -26,7 +27,7 @@ def _scores(predictor, examples):
 def trained(tmp_path_factory):
   config = synthetic_config.get_config()
   workdir = tmp_path_factory.mktemp("synthetic")
-  train_lib.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -49,8 +50,8 @@ def test_untrained_spiralnet_scores_far_lower(trained):
   test_examples = data_lib.load_examples(config.data, "test")
   rng_scorer, rng_segmenter = jax.random.split(jax.random.PRNGKey(1))
   predictor = predict.Predictor.from_params(
-      config, train_lib.init_params("scorer", config, rng_scorer),
-      train_lib.init_params("segmenter", config, rng_segmenter))
+      config, stages.get("scorer").init_params(config, rng_scorer),
+      stages.get("segmenter").init_params(config, rng_segmenter))
   pixel_f1, instance_f1 = _scores(predictor, test_examples)
   print(f"untrained: pixel F1 {pixel_f1:.3f}, instance F1@0.5 {instance_f1:.3f}")
   assert pixel_f1 < 0.5

@@ -11,13 +11,16 @@ import pytest
 
 from configs import default
 from spiralnet_jax import assembly
+from spiralnet_jax import checkpoints
 from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import predict
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import segmenter as segmenter_lib
-from spiralnet_jax import train_lib
+from spiralnet_jax import stages
+from spiralnet_jax import train_state
+from spiralnet_jax import unet_predict
 
 
 def _config(features=4, batch=4):
@@ -36,8 +39,8 @@ def _config(features=4, batch=4):
 def _params(features):
   """Random (scorer, segmenter) params of `_config(features)`; cached: init is slow on CPU."""
   config = _config(features)
-  return (train_lib.init_params("scorer", config, jax.random.key(0)),
-          train_lib.init_params("segmenter", config, jax.random.key(1)))
+  return (stages.get("scorer").init_params(config, jax.random.key(0)),
+          stages.get("segmenter").init_params(config, jax.random.key(1)))
 
 
 def _predictor(config):
@@ -186,15 +189,15 @@ def test_sizes_share_compilations_and_keep_their_shape(monkeypatch):
 
 def test_from_workdir_restores_the_latest_checkpoints(tmp_path):
   config = _config()
-  params = {"scorer": train_lib.init_params("scorer", config, jax.random.key(7)),
-            "segmenter": train_lib.init_params("segmenter", config, jax.random.key(8))}
+  params = {"scorer": stages.get("scorer").init_params(config, jax.random.key(7)),
+            "segmenter": stages.get("segmenter").init_params(config, jax.random.key(8))}
   (tmp_path / "config.json").write_text(config.to_json_best_effort())
   for stage, stage_params in params.items():
-    tx = train_lib.make_optimizer(1e-3)
-    with ocp.CheckpointManager(train_lib.checkpoint_dir(tmp_path, stage),
+    tx = train_state.make_optimizer(1e-3)
+    with ocp.CheckpointManager(checkpoints.checkpoint_dir(tmp_path, stage),
                                options=ocp.CheckpointManagerOptions(create=True)) as mngr:
       for step, scale in ((1, 0.0), (2, 1.0)):  # The latest (step 2) holds `params`.
-        state = train_lib.create_train_state(
+        state = train_state.create_train_state(
             jax.tree.map(lambda x, s=scale: x * s, stage_params), tx)
         mngr.save(step, args=ocp.args.StandardSave(state))
       mngr.wait_until_finished()
@@ -324,17 +327,17 @@ def _unet_config(tile=512):
 @functools.lru_cache(maxsize=None)
 def _unet_params():
   # Seed 3: ~3/4 of the pixels of a noise image positive (other seeds give near-empty masks).
-  return train_lib.init_params("unet", _unet_config(), jax.random.key(3))
+  return stages.get("unet").init_params(_unet_config(), jax.random.key(3))
 
 
 def _unet_predictor(tile):
-  return predict.UNetPredictor.from_params(_unet_config(tile), _unet_params())
+  return unet_predict.UNetPredictor.from_params(_unet_config(tile), _unet_params())
 
 
 def test_unet_margin_covers_the_receptive_field():
   # The output around the centre depends on no input pixel farther than the margin.
   predictor = _unet_predictor(16)
-  margin = predict.unet_margin(2)
+  margin = unet_predict.unet_margin(2)
   assert margin == 40 and margin % 4 == 0
   size = 2 * margin + 8
   image = np.random.default_rng(7).random((size, size)).astype(np.float32)
@@ -354,12 +357,12 @@ def test_tiled_unet_equals_whole_image_unet():
   image = np.random.default_rng(8).random((150, 233)).astype(np.float32)
   whole = _unet_predictor(10_000)
   tiled = _unet_predictor(24)  # Cores of 24 px with 40 px of context: 7 × 10 tiles.
-  assert len(predict.unet_tiles(image.shape, 24, predict.unet_margin(2))) == 7 * 10
-  assert len(predict.unet_tiles(image.shape, 10_000, predict.unet_margin(2))) == 1
+  assert len(unet_predict.unet_tiles(image.shape, 24, unet_predict.unet_margin(2))) == 7 * 10
+  assert len(unet_predict.unet_tiles(image.shape, 10_000, unet_predict.unet_margin(2))) == 1
   logits = np.asarray(whole.net.apply({"params": whole.params},
                                       image[None, :, :, None])[0, :, :, 0])
-  semantic, instances = predict.predict_unet(tiled, image)
-  want_semantic, want_instances = predict.predict_unet(whole, image)
+  semantic, instances = unet_predict.predict_unet(tiled, image)
+  want_semantic, want_instances = unet_predict.predict_unet(whole, image)
   np.testing.assert_array_equal(want_semantic, logits > 0)  # sigmoid > 0.5.
   assert 0.1 < want_semantic.mean() < 0.9
   # Tiles see the same pixels through the same layers; only float rounding may differ, which

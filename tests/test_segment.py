@@ -19,9 +19,13 @@ import skimage.io
 import tifffile
 
 from configs import default
+from spiralnet_jax import checkpoints
 from spiralnet_jax import predict
 from spiralnet_jax import segment
-from spiralnet_jax import train_lib
+from spiralnet_jax import segment_io
+from spiralnet_jax import stages
+from spiralnet_jax import train_state
+from spiralnet_jax import unet_predict
 from spiralnet_jax.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -44,13 +48,13 @@ def _config(features=4):
 
 
 def _save_stage(workdir, stage, config, seed):
-  """A checkpoint of fresh `stage` params, in the layout train_lib restores."""
-  abstract = train_lib.abstract_state(stage, config)
+  """A checkpoint of fresh `stage` params, in the layout `checkpoints` restores."""
+  abstract = train_state.abstract_state(stage, config)
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
   # One jitted init (not op by op) with "rbg" keys: both much faster to compile on XLA:CPU.
-  init = jax.jit(lambda key: train_lib.init_params(stage, config, key))
+  init = jax.jit(lambda key: stages.get(stage).init_params(config, key))
   state = state.replace(params=init(jax.random.key(seed, impl="rbg")))
-  with ocp.CheckpointManager(train_lib.checkpoint_dir(workdir, stage),
+  with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir, stage),
                              options=ocp.CheckpointManagerOptions(create=True)) as mngr:
     mngr.save(1, args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
@@ -93,7 +97,7 @@ def _assert_one_error(lines, path, reason):
 
 def _outputs(path, *kinds):
   path = pathlib.Path(path)
-  return [path.parent / f"{path.stem}{segment.OUTPUT_SUFFIXES[k]}" for k in kinds]
+  return [path.parent / f"{path.stem}{segment_io.OUTPUT_SUFFIXES[k]}" for k in kinds]
 
 
 # --- good input ----------------------------------------------------------------------------
@@ -127,7 +131,7 @@ def test_good_files_get_labels_csv_semantic_and_overlay(workdir, tmp_path, capsy
     with open(csv_path, newline="") as f:
       reader = csv.DictReader(f)
       rows = list(reader)
-    assert tuple(reader.fieldnames) == segment.CSV_FIELDS
+    assert tuple(reader.fieldnames) == segment_io.CSV_FIELDS
     assert [int(r["label"]) for r in rows] == list(range(1, labels.max() + 1))
     assert [int(r["area"]) for r in rows] == [int((labels == i).sum()) for i in
                                               range(1, labels.max() + 1)]
@@ -141,22 +145,22 @@ def test_measurements_by_hand():
   labels[1:3, 2:5] = 1  # 2 × 3 box.
   labels[4, 0] = 2
   raw = np.arange(48, dtype=np.uint16).reshape(6, 8)
-  rows = segment.measurements(labels, raw)
+  rows = segment_io.measurements(labels, raw)
   assert rows == [
       {"label": 1, "area": 6, "centroid_y": 1.5, "centroid_x": 3.0, "bbox_min_row": 1,
        "bbox_min_col": 2, "bbox_max_row": 3, "bbox_max_col": 5,
        "mean_intensity": (10 + 11 + 12 + 18 + 19 + 20) / 6},
       {"label": 2, "area": 1, "centroid_y": 4.0, "centroid_x": 0.0, "bbox_min_row": 4,
        "bbox_min_col": 0, "bbox_max_row": 5, "bbox_max_col": 1, "mean_intensity": 32.0}]
-  assert segment.measurements(np.zeros((3, 3), np.int32), raw[:3, :3]) == []
+  assert segment_io.measurements(np.zeros((3, 3), np.int32), raw[:3, :3]) == []
 
 
 def test_labels_are_uint16_until_65535_then_uint32(tmp_path):
-  assert segment.label_dtype(0) == np.uint16
-  assert segment.label_dtype(65_535) == np.uint16
-  assert segment.label_dtype(65_536) == np.uint32
+  assert segment_io.label_dtype(0) == np.uint16
+  assert segment_io.label_dtype(65_535) == np.uint16
+  assert segment_io.label_dtype(65_536) == np.uint32
   labels = np.array([[0, 70_000], [65_536, 1]], np.int32)
-  segment._write_tiff(tmp_path / "l.tif", labels.astype(segment.label_dtype(labels.max())))
+  segment_io.write_tiff(tmp_path / "l.tif", labels.astype(segment_io.label_dtype(labels.max())))
   back = tifffile.imread(tmp_path / "l.tif")
   assert back.dtype == np.uint32
   np.testing.assert_array_equal(back, labels)
@@ -175,8 +179,8 @@ def test_unet_model(workdir, tmp_path, capsys):
   tifffile.imwrite(tmp_path / "a.tif", _image(0))
   code, lines = _run(capsys, tmp_path / "a.tif", "--weights", workdir, "--model", "unet")
   assert code == 0 and not _errors(lines)
-  unet = predict.UNetPredictor.from_workdir(workdir)
-  _, instances = predict.predict_unet(unet, _image(0))
+  unet = unet_predict.UNetPredictor.from_workdir(workdir)
+  _, instances = unet_predict.predict_unet(unet, _image(0))
   np.testing.assert_array_equal(tifffile.imread(tmp_path / "a_labels.tif"), instances)
 
 
@@ -200,7 +204,7 @@ def test_channel_picks_one_plane_of_stacks_and_rgb(workdir, tmp_path, capsys):
   assert code == 1
   _assert_one_error(lines, tmp_path / "stack.tif", "out of range")
   # An explicit axis overrides the shorter-axis rule: (3, 40, 48) read as (H, W, C) has 48.
-  assert segment.select_channel(planes, 47, "last").shape == (3, 40)
+  assert segment_io.select_channel(planes, 47, "last").shape == (3, 40)
 
 
 # --- bad input: one row each ---------------------------------------------------------------
@@ -294,7 +298,7 @@ def test_constant_image_is_valid_with_no_nuclei(workdir, tmp_path, capsys):
   labels = tifffile.imread(tmp_path / "flat_labels.tif")
   assert labels.shape == SHAPE and labels.dtype == np.uint16 and not labels.any()
   assert (tmp_path / "flat_nuclei.csv").read_text().splitlines() == [",".join(
-      segment.CSV_FIELDS)]
+      segment_io.CSV_FIELDS)]
 
 
 def test_existing_output_is_refused_unless_overwrite(workdir, tmp_path, capsys):
@@ -321,7 +325,7 @@ def test_output_that_would_overwrite_an_input_is_always_refused(workdir, tmp_pat
   assert (tmp_path / "a_labels.tif").read_bytes() == before
   assert (tmp_path / "a_labels_labels.tif").is_file()  # The other input still ran.
   # Folders never take this program's outputs as inputs.
-  assert segment.find_inputs([str(tmp_path)]) == ([tmp_path / "a.tif"], [])
+  assert segment_io.find_inputs([str(tmp_path)]) == ([tmp_path / "a.tif"], [])
 
 
 def test_two_inputs_with_one_output_name_are_refused(workdir, tmp_path, capsys):

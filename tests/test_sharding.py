@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from spiralnet_jax import checkpoints
 from spiralnet_jax import data as data_lib
-from spiralnet_jax import train_lib
+from spiralnet_jax import stages
+from spiralnet_jax.training import input_pipeline
+from spiralnet_jax.training import loop
+from spiralnet_jax.training import sharding as sharding_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ("scorer", "segmenter", "unet")
@@ -40,23 +44,25 @@ _TWO_DEVICE_RUN = textwrap.dedent("""
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
     from spiralnet_jax import data as data_lib
-    from spiralnet_jax import train_lib
+    from spiralnet_jax.training import errors as training_errors
+    from spiralnet_jax.training import loop
+    from spiralnet_jax.training import sharding as sharding_lib
     from tests import test_sharding
     config = test_sharding._config()
-    train_lib.train_and_evaluate(config, sys.argv[1])
+    loop.train_and_evaluate(config, sys.argv[1])
 
-    mesh = train_lib.data_mesh()
+    mesh = sharding_lib.data_mesh()
     examples = data_lib.load_examples(config.data, "training")
-    stage = train_lib.build_stage("scorer", config, examples, examples[:1])
-    batch = train_lib.shard_batch(stage.train, np.arange(8), None,
-                                  NamedSharding(mesh, PartitionSpec("data")))
+    stage = loop.build_stage("scorer", config, examples, examples[:1])
+    batch = sharding_lib.shard_batch(stage.train, np.arange(8), None,
+                                     NamedSharding(mesh, PartitionSpec("data")))
     shards = sorted((s.device.id, s.index[0].start, s.index[0].stop)
                     for s in batch["regions"].addressable_shards)
     config.scorer.batch_size = 3
     try:
-      train_lib.train_and_evaluate(config, sys.argv[2])
+      loop.train_and_evaluate(config, sys.argv[2])
       error = None
-    except train_lib.BatchSizeError as e:
+    except training_errors.BatchSizeError as e:
       error = str(e)
     print(json.dumps({"devices": jax.device_count(), "mesh": mesh.size, "shards": shards,
                       "error": error}))
@@ -94,11 +100,12 @@ def test_two_devices_match_one_device_after_three_steps(two_device_run, stage, t
   one = tmp_path_factory.getbasetemp() / "one_device"
   if not one.exists():
     assert jax.device_count() == 1
-    train_lib.train_and_evaluate(_config(), one)
-  two_params = train_lib.load_params(workdir, stage, _config())
-  one_params = train_lib.load_params(one, stage, _config())
+    loop.train_and_evaluate(_config(), one)
+  two_params = checkpoints.load_params(workdir, stage, _config())
+  one_params = checkpoints.load_params(one, stage, _config())
   assert jax.tree.structure(two_params) == jax.tree.structure(one_params)
-  init = train_lib.init_params(stage, _config(), train_lib.stage_rng(stage, _config()))
+  spec = stages.get(stage)
+  init = spec.init_params(_config(), spec.init_rng(_config()))
   moved = False
   for a, b, c in zip(jax.tree.leaves(two_params), jax.tree.leaves(one_params),
                      jax.tree.leaves(init)):
@@ -108,9 +115,9 @@ def test_two_devices_match_one_device_after_three_steps(two_device_run, stage, t
 
 
 def test_host_rows_of_a_one_device_mesh_are_the_whole_batch():
-  mesh = train_lib.data_mesh()
+  mesh = sharding_lib.data_mesh()
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  assert train_lib.host_rows(sharding, 6) == slice(0, 6)
+  assert sharding_lib.host_rows(sharding, 6) == slice(0, 6)
 
 
 def test_a_hosts_rows_of_a_cropped_batch_are_those_rows_of_the_global_batch():
@@ -118,9 +125,9 @@ def test_a_hosts_rows_of_a_cropped_batch_are_those_rows_of_the_global_batch():
   # between hosts must not change any row.
   config = test_config.get_config()
   examples = data_lib.load_examples(config.data, "training")
-  data = train_lib.UNetData(examples, depth=2, crop_size=32)
+  data = input_pipeline.UNetData(examples, depth=2, crop_size=32)
   items = np.array([1, 0, 1, 0])
-  rng = lambda: train_lib.batch_rng(0, "unet", 3, 1)
+  rng = lambda: input_pipeline.batch_rng(0, "unet", 3, 1)
   whole = data.batch(items, rng())
   for rows in (slice(0, 2), slice(2, 4), slice(1, 3)):
     part = data.batch(items, rng(), rows)
@@ -135,7 +142,7 @@ def test_a_two_device_checkpoint_resumes_on_one_device(two_device_run, tmp_path)
   config = _config()
   config.stages = ("scorer",)
   config.train.max_steps = 4
-  train_lib.train_and_evaluate(config, tmp_path)
+  loop.train_and_evaluate(config, tmp_path)
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records if r["stage"] == "scorer" and "loss" in r] == [1, 2, 3, 4]
-  assert train_lib.checkpoint_dir(tmp_path, "scorer").joinpath("4").is_dir()
+  assert checkpoints.checkpoint_dir(tmp_path, "scorer").joinpath("4").is_dir()

@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from spiralnet_jax import checkpoints
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import regions as regions_lib
-from spiralnet_jax import train_lib
+from spiralnet_jax import stages
+from spiralnet_jax import train_state
+from spiralnet_jax.training import input_pipeline
+from spiralnet_jax.training import loop
+from spiralnet_jax.training import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,11 +45,11 @@ def _records(workdir, stage):
 @pytest.mark.parametrize("stage", ["scorer", "segmenter", "unet"])
 def test_one_step_per_stage_writes_checkpoint_config_and_finite_metrics(stage, tmp_path):
   config = _config(stage, max_steps=1)
-  results = train_lib.train_and_evaluate(config, tmp_path)
+  results = loop.train_and_evaluate(config, tmp_path)
 
   assert list(results) == [stage]
   assert results[stage]["step"] == 1
-  assert sorted(p.name for p in train_lib.checkpoint_dir(tmp_path, stage).iterdir()) == ["1"]
+  assert sorted(p.name for p in checkpoints.checkpoint_dir(tmp_path, stage).iterdir()) == ["1"]
   assert json.loads((tmp_path / "config.json").read_text())["stages"] == [stage]
   records = _records(tmp_path, stage)
   train_records = [r for r in records if "loss" in r]
@@ -55,8 +60,8 @@ def test_one_step_per_stage_writes_checkpoint_config_and_finite_metrics(stage, t
   assert train_records[0]["lr"] == getattr(config, stage).learning_rate
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   # The checkpoint restores into the same tree of parameters.
-  params = train_lib.load_params(tmp_path, stage, config)
-  abstract = train_lib.abstract_state(stage, config).params
+  params = checkpoints.load_params(tmp_path, stage, config)
+  abstract = train_state.abstract_state(stage, config).params
   assert jax.tree.structure(params) == jax.tree.structure(abstract)
 
 
@@ -65,17 +70,17 @@ def test_one_step_per_stage_writes_checkpoint_config_and_finite_metrics(stage, t
                                               ("unet", 1, 3)])
 def test_restart_resumes_at_checkpoint_and_matches_uninterrupted_run(stage, stop, end, tmp_path):
   stopped, straight = tmp_path / "stopped", tmp_path / "straight"
-  train_lib.train_and_evaluate(_config(stage, max_steps=stop), stopped)
-  assert train_lib.checkpoint_dir(stopped, stage).joinpath(str(stop)).is_dir()
-  train_lib.train_and_evaluate(_config(stage, max_steps=end), stopped)
-  train_lib.train_and_evaluate(_config(stage, max_steps=end), straight)
+  loop.train_and_evaluate(_config(stage, max_steps=stop), stopped)
+  assert checkpoints.checkpoint_dir(stopped, stage).joinpath(str(stop)).is_dir()
+  loop.train_and_evaluate(_config(stage, max_steps=end), stopped)
+  loop.train_and_evaluate(_config(stage, max_steps=end), straight)
 
   # The second run started at step stop + 1, not 1, and crossed an epoch boundary.
   steps = [r["step"] for r in _records(stopped, stage) if "loss" in r]
   assert steps == list(range(1, end + 1))
   assert [r["epoch"] for r in _records(stopped, stage) if "loss" in r][-1] > 1
-  resumed = train_lib.load_params(stopped, stage, _config(stage))
-  uninterrupted = train_lib.load_params(straight, stage, _config(stage))
+  resumed = checkpoints.load_params(stopped, stage, _config(stage))
+  uninterrupted = checkpoints.load_params(straight, stage, _config(stage))
   assert jax.tree.structure(resumed) == jax.tree.structure(uninterrupted)
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -95,7 +100,7 @@ def test_config_override_reaches_training(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["scorer"]["learning_rate"] == 0.0123
   # The learning rate the loop logs is the one it trained with.
   assert [r["lr"] for r in _records(tmp_path, "scorer") if "lr" in r] == [0.0123]
-  assert str(train_lib.checkpoint_dir(tmp_path, "scorer")) in proc.stdout
+  assert str(checkpoints.checkpoint_dir(tmp_path, "scorer")) in proc.stdout
 
 
 def test_unknown_config_field_is_a_one_line_error_naming_it(tmp_path):
@@ -108,21 +113,22 @@ def test_unknown_config_field_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_epoch_batches_is_a_seeded_permutation_of_fixed_batch_shape():
-  plan = train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3)
+  plan = input_pipeline.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3)
   assert plan.shape == (3, 4)
   assert sorted(set(plan.ravel().tolist())) == list(range(10))
   assert np.array_equal(plan.ravel()[10:], plan.ravel()[:2])  # Last batch filled from the start.
   np.testing.assert_array_equal(
-      plan, train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3))
-  assert not np.array_equal(plan, train_lib.epoch_batches(10, 4, seed=0, stage="scorer", epoch=4))
-  assert not np.array_equal(plan, train_lib.epoch_batches(10, 4, seed=1, stage="scorer", epoch=3))
-  assert train_lib.epoch_batches(3, 8, seed=0, stage="unet", epoch=0).shape == (1, 3)
-  subset = train_lib.epoch_batches(10, 2, seed=0, stage="segmenter", epoch=0, max_items=4)
+      plan, input_pipeline.epoch_batches(10, 4, seed=0, stage="scorer", epoch=3))
+  batches = input_pipeline.epoch_batches
+  assert not np.array_equal(plan, batches(10, 4, seed=0, stage="scorer", epoch=4))
+  assert not np.array_equal(plan, batches(10, 4, seed=1, stage="scorer", epoch=3))
+  assert input_pipeline.epoch_batches(3, 8, seed=0, stage="unet", epoch=0).shape == (1, 3)
+  subset = input_pipeline.epoch_batches(10, 2, seed=0, stage="segmenter", epoch=0, max_items=4)
   assert subset.shape == (2, 2) and len(set(subset.ravel().tolist())) == 4
 
 
 def _training_cuts(config):
-  """The training examples and, independently of train_lib, every region's targets."""
+  """The training examples and, independently of the input pipeline, every region's targets."""
   geom = regions_lib.RegionGeometry.from_config(config.regions)
   examples = data_lib.load_examples(config.data, "training")
   return examples, [regions_lib.cut_and_label(data_lib.normalize(ex.image), ex.labels, geom)
@@ -132,7 +138,7 @@ def _training_cuts(config):
 def test_segmenter_data_is_label_selected_regions_with_central_labels():
   config = test_config.get_config()
   examples, cuts = _training_cuts(config)
-  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
+  stage = loop.build_stage("segmenter", config, examples, examples[:1])
   scores = np.concatenate([c.scores for c in cuts])
   expected = np.flatnonzero(scores > config.scorer.threshold)
   assert len(expected) > 0
@@ -150,10 +156,10 @@ def test_segmenter_trains_on_regions_the_scorer_passes(bias, selects_all):
   config = test_config.get_config()
   config.segmenter.train_regions = "scorer"
   examples = data_lib.load_examples(config.data, "training")
-  params = jax.tree.map(np.zeros_like, train_lib.init_params("scorer", config, jax.random.key(0)))
+  params = jax.tree.map(np.zeros_like, stages.get("scorer").init_params(config, jax.random.key(0)))
   params["out"]["bias"] = np.array([bias], np.float32)
-  build = lambda: train_lib.build_stage("segmenter", config, examples, examples[:1],
-                                        scorer_params=lambda: params)
+  build = lambda: loop.build_stage("segmenter", config, examples, examples[:1],
+                                   scorer_params=lambda: params)
   if selects_all:
     stage = build()
     np.testing.assert_array_equal(stage.train.selected, np.arange(len(stage.train.regions)))
@@ -165,7 +171,7 @@ def test_segmenter_trains_on_regions_the_scorer_passes(bias, selects_all):
 def test_scorer_data_pairs_every_region_with_its_label_score():
   config = test_config.get_config()
   examples, cuts = _training_cuts(config)
-  stage = train_lib.build_stage("scorer", config, examples, examples[:1])
+  stage = loop.build_stage("scorer", config, examples, examples[:1])
   batch = stage.train.batch(np.arange(len(stage.train)), None)
   np.testing.assert_array_equal(batch["regions"], np.concatenate([c.regions for c in cuts]))
   np.testing.assert_array_equal(batch["scores"], np.concatenate([c.scores for c in cuts]))
@@ -174,14 +180,14 @@ def test_scorer_data_pairs_every_region_with_its_label_score():
 def test_unet_data_pads_with_zero_weight_and_crops_inside():
   image = np.arange(30 * 37, dtype=np.uint16).reshape(30, 37)
   labels = (np.arange(30 * 37).reshape(30, 37) % 3 == 0).astype(np.int32)
-  data = train_lib.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=0)
+  data = input_pipeline.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=0)
   batch = data.batch(np.array([0]), None)
   assert batch["images"].shape == (1, 32, 40, 1)
   assert batch["weight"].sum() == 30 * 37 and batch["weight"][0, :30, :37].all()
   np.testing.assert_array_equal(batch["images"][0, :30, :37, 0], data_lib.normalize(image))
   np.testing.assert_array_equal(batch["foreground"][0, :30, :37, 0], labels > 0)
 
-  cropped = train_lib.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=16)
+  cropped = input_pipeline.UNetData([data_lib.Example("a", image, labels)], depth=2, crop_size=16)
   crop = cropped.batch(np.array([0, 0]), np.random.default_rng(0))
   assert crop["images"].shape == (2, 16, 16, 1)
 
@@ -191,7 +197,7 @@ def test_unet_data_pads_with_zero_weight_and_crops_inside():
 def test_flip_regions_flips_each_row_as_told():
   regions = np.arange(2 * 3 * 4).reshape(2, 3, 4)
   flips = np.array([[True, False], [True, True]])
-  out = train_lib.flip_regions(regions, flips)
+  out = input_pipeline.flip_regions(regions, flips)
   np.testing.assert_array_equal(out[0], regions[0, ::-1])
   np.testing.assert_array_equal(out[1], regions[1, ::-1, ::-1])
   np.testing.assert_array_equal(regions, np.arange(24).reshape(2, 3, 4))  # Input untouched.
@@ -201,16 +207,17 @@ def test_flipped_batches_flip_labels_with_images_and_only_in_training():
   config = test_config.get_config()
   config.segmenter.flip = True
   examples = data_lib.load_examples(config.data, "training")
-  stage = train_lib.build_stage("segmenter", config, examples, examples[:1])
+  stage = loop.build_stage("segmenter", config, examples, examples[:1])
   items = np.arange(len(stage.train))
   plain = stage.train.batch(items, None)
   flipped = stage.train.batch(items, np.random.default_rng(0))
   instances = stage.train.regions.instance_regions(stage.train.selected[items])
   flips = np.random.default_rng(0).integers(0, 2, size=(len(items), 2)).astype(bool)
-  np.testing.assert_array_equal(flipped["regions"], train_lib.flip_regions(plain["regions"], flips))
+  np.testing.assert_array_equal(flipped["regions"],
+                                input_pipeline.flip_regions(plain["regions"], flips))
   geom = stage.train.regions.geom
   np.testing.assert_array_equal(flipped["labels"], regions_lib.central_labels(
-      train_lib.flip_regions(instances, flips), geom))
+      input_pipeline.flip_regions(instances, flips), geom))
   assert flips.any() and not np.array_equal(flipped["regions"], plain["regions"])
 
 
@@ -219,10 +226,11 @@ def test_touching_items_hand_made():
   geom = regions_lib.RegionGeometry(height=9, width=9, stride=4, pad=4, score_window=3)
 
   def touching(lab, centres):
-    data = train_lib.RegionData([data_lib.Example("x", np.zeros((20, 20), np.uint16), lab)], geom)
+    data = input_pipeline.RegionData(
+        [data_lib.Example("x", np.zeros((20, 20), np.uint16), lab)], geom)
     where = [int(np.flatnonzero((data.origins[0] == np.array(c) + geom.pad - geom.centre)
                                 .all(axis=1))[0]) for c in centres]
-    return train_lib.touching_items(train_lib.SegmenterData(data, np.array(where)))
+    return input_pipeline.touching_items(input_pipeline.SegmenterData(data, np.array(where)))
 
   lab = np.zeros((20, 20), np.int32)
   lab[6:11, 6:11] = 1    # The nucleus at region centre (8, 8) ...
@@ -238,31 +246,31 @@ def test_touching_repeat_adds_touching_regions_again():
   config = test_config.get_config()
   config.data.source, config.data.max_images = "sample", 1  # A real, crowded BBBC039 field.
   examples = data_lib.load_examples(config.data, "training")
-  once = train_lib.build_stage("segmenter", config, examples, examples[:1]).train
+  once = loop.build_stage("segmenter", config, examples, examples[:1]).train
   config.segmenter.touching_repeat = 3
-  thrice = train_lib.build_stage("segmenter", config, examples, examples[:1]).train
-  touching = once.selected[train_lib.touching_items(once)]
+  thrice = loop.build_stage("segmenter", config, examples, examples[:1]).train
+  touching = once.selected[input_pipeline.touching_items(once)]
   assert 0 < len(touching) < len(once)
   np.testing.assert_array_equal(thrice.selected,
                                 np.concatenate([once.selected, touching, touching]))
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-  lr = train_lib.learning_rate_fn(1e-3, "cosine", total_steps=100, warmup_steps=10)
+  lr = train_state.learning_rate_fn(1e-3, "cosine", total_steps=100, warmup_steps=10)
   assert float(lr(0)) == 0.0
   np.testing.assert_allclose(float(lr(5)), 5e-4, rtol=1e-6)
   np.testing.assert_allclose(float(lr(10)), 1e-3, rtol=1e-6)
   np.testing.assert_allclose(float(lr(55)), 5e-4, rtol=1e-5)  # Half way down the cosine.
   assert float(lr(100)) == 0.0
-  assert train_lib.learning_rate_fn(1e-3, "constant", 100, 10) == 1e-3
+  assert train_state.learning_rate_fn(1e-3, "constant", 100, 10) == 1e-3
   with pytest.raises(ValueError, match="lr_schedule"):
-    train_lib.learning_rate_fn(1e-3, "linear", 100, 10)
+    train_state.learning_rate_fn(1e-3, "linear", 100, 10)
 
 
 def test_epochs_may_change_on_resume_only_under_a_constant_rate():
   old = json.loads(test_config.get_config().to_json_best_effort())
   new = json.loads(test_config.get_config().to_json_best_effort())
   new["segmenter"]["epochs"] += 1
-  assert train_lib.config_changes(old, new) == []
+  assert workdir_lib.config_changes(old, new) == []
   old["segmenter"]["lr_schedule"] = new["segmenter"]["lr_schedule"] = "cosine"
-  assert train_lib.config_changes(old, new) == ["segmenter.epochs: 1 -> 2"]
+  assert workdir_lib.config_changes(old, new) == ["segmenter.epochs: 1 -> 2"]

@@ -19,22 +19,22 @@ import numpy as np
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import predict
 from spiralnet_jax import pretrained
-from spiralnet_jax import train_lib
+from spiralnet_jax import checkpoints
 
 _PROVENANCE = flags.DEFINE_string("provenance", "", "JSON file with the provenance record.")
 
 
 def main(argv):
   workdir, dest = pathlib.Path(argv[1]), pathlib.Path(argv[2])
-  train_lib.quiet_orbax_logging()
-  config = train_lib.load_config(workdir)
+  checkpoints.quiet_orbax_logging()
+  config = checkpoints.load_config(workdir)
   dest.mkdir(parents=True, exist_ok=True)
   shutil.copyfile(workdir / "config.json", dest / "config.json")
   record = json.loads(pathlib.Path(_PROVENANCE.value).read_text()) if _PROVENANCE.value else {}
   record["checkpoint_steps"] = {}
   for stage in pretrained.STAGES:
-    pretrained.save_params(dest / f"{stage}.npz", train_lib.load_params(workdir, stage, config))
-    record["checkpoint_steps"][stage] = train_lib.checkpoint_steps(workdir, stage)[-1]
+    pretrained.save_params(dest / f"{stage}.npz", checkpoints.load_params(workdir, stage, config))
+    record["checkpoint_steps"][stage] = checkpoints.checkpoint_steps(workdir, stage)[-1]
   record["files_bytes"] = {p.name: p.stat().st_size for p in sorted(dest.glob("*.npz"))}
   (dest / "provenance.json").write_text(json.dumps(record, indent=1) + "\n")
   image = data_lib.load_split("test", data_lib.sample_dir(), 1)[0].image

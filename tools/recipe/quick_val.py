@@ -20,7 +20,7 @@ import numpy as np
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import predict
-from spiralnet_jax import train_lib
+from spiralnet_jax import checkpoints
 
 _NUM = flags.DEFINE_integer("num_images", 10, "Fields of the split to score (0 = all).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split to score.")
@@ -38,7 +38,7 @@ def _commit() -> str:
 
 def main(argv):
   workdir = pathlib.Path(argv[1])
-  train_lib.quiet_orbax_logging()
+  checkpoints.quiet_orbax_logging()
   predictor = predict.Predictor.from_workdir(workdir)
   examples = data_lib.load_split(_SPLIT.value, data_lib.resolve_data_dir(_DATA_DIR.value),
                                  _NUM.value)

@@ -1,0 +1,216 @@
+"""The files spiralnet-segment reads and writes: finding and reading inputs, writing outputs.
+
+Inputs are TIFF (tifffile) or PNG / JPEG (Pillow) files, folders of them and glob patterns;
+a 3-D array gives one channel (`select_channel`). Outputs are a uint16 / uint32 label TIFF, a
+per-nucleus CSV (scikit-image measurements), a uint8 semantic TIFF and an overlay PNG, all
+written through `atomic_outputs` so that a failed file leaves nothing half-written. Problems
+with one file are `InputError`s with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import glob
+import os
+import pathlib
+import secrets
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+# What this program writes, by output kind; a folder or glob never picks these up as inputs.
+OUTPUT_SUFFIXES = {"labels": "_labels.tif", "semantic": "_semantic.tif",
+                   "overlay": "_overlay.png", "csv": "_nuclei.csv"}
+CSV_FIELDS = ("label", "area", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col",
+              "bbox_max_row", "bbox_max_col", "mean_intensity")
+
+
+class InputError(Exception):
+  """A problem with one input file (reported, the run goes on, exit status 1)."""
+
+
+def one_line(error: BaseException) -> str:
+  """An exception as one line: its first non-empty line, else its type."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def _is_image_name(path: pathlib.Path) -> bool:
+  return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_output_name(path: pathlib.Path) -> bool:
+  return any(path.name.endswith(suffix) for suffix in OUTPUT_SUFFIXES.values())
+
+
+def _candidates(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
+  """Image files among `paths` (by extension, any case), minus this program's own outputs."""
+  return sorted(p for p in paths
+                if p.is_file() and _is_image_name(p) and not _is_output_name(p))
+
+
+def find_inputs(specs: Sequence[str],
+                recursive: bool = False) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+  """(input files, [(spec, reason)] failures) from files, folders and glob patterns.
+
+  A named file is taken as is (a wrong one fails later, when read); a folder gives its image
+  files (sorted; with `recursive`, its subfolders' too); a pattern (*, ?, [) is expanded here
+  as well, for shells that do not. Folders and patterns skip `*_labels.tif` and the other
+  outputs of this program. Duplicates (same resolved path) are dropped.
+  """
+  files, failures, seen = [], [], set()
+  for spec in specs:
+    path = pathlib.Path(spec)
+    if path.is_dir():
+      found = _candidates(list(path.rglob("*") if recursive else path.iterdir()))
+      if not found:
+        failures.append((spec, "folder holds no .tif/.tiff/.png/.jpg/.jpeg images"))
+    elif path.exists() or path.is_symlink():
+      found = [path]
+    elif glob.has_magic(spec):
+      found = _candidates([pathlib.Path(p) for p in glob.glob(spec, recursive=recursive)])
+      if not found:
+        failures.append((spec, "no image files match this pattern"))
+    else:
+      failures.append((spec, "no such file or directory"))
+      found = []
+    for p in found:
+      key = p.resolve()
+      if key not in seen:
+        seen.add(key)
+        files.append(p)
+  return files, failures
+
+
+def read_image(path: pathlib.Path) -> np.ndarray:
+  """The pixel array of a TIFF (tifffile) or PNG / JPEG (Pillow via imageio) file."""
+  suffix = path.suffix.lower()
+  if suffix not in IMAGE_SUFFIXES:
+    raise InputError(f"not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+  try:
+    if suffix in TIFF_SUFFIXES:
+      import tifffile  # pylint: disable=g-import-not-at-top
+      return np.asarray(tifffile.imread(path))
+    import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+    return np.asarray(iio.imread(path, plugin="pillow"))
+  except (OSError, ValueError, RuntimeError, SyntaxError, EOFError, MemoryError) as e:
+    kind = "TIFF" if suffix in TIFF_SUFFIXES else suffix[1:].upper()
+    raise InputError(f"cannot read as {kind} (unreadable, truncated or not an image): "
+                     f"{one_line(e)}") from e
+  except Exception as e:  # pylint: disable=broad-except
+    # tifffile / zlib / Pillow raise their own types (TiffFileError, zlib.error, ...).
+    raise InputError(f"cannot read (unreadable, truncated or not an image): "
+                     f"{one_line(e)}") from e
+
+
+def select_channel(array: np.ndarray, channel: Optional[int],
+                   channel_axis: str = "auto") -> np.ndarray:
+  """The 2-D image to segment: the array itself, or channel `channel` of a 3-D array.
+
+  Size-1 leading or trailing axes (e.g. a 1-plane TIFF stack) are dropped first. A 3-D array
+  needs `channel`; its channel axis is `channel_axis` ("first" (C, H, W), "last" (H, W, C)) or,
+  with "auto", the shorter of the two (ties: last).
+  """
+  shape = array.shape
+  while array.ndim > 2 and array.shape[0] == 1:
+    array = array[0]
+  while array.ndim > 2 and array.shape[-1] == 1:
+    array = array[..., 0]
+  if array.ndim == 2:
+    if channel not in (None, 0):
+      raise InputError(f"image is 2-D {tuple(shape)}; it has no channel {channel}")
+    return array
+  if array.ndim != 3:
+    raise InputError(f"expected a 2-D image or a 3-D multi-channel array, got shape "
+                     f"{tuple(shape)}")
+  if channel is None:
+    raise InputError(f"array of shape {tuple(shape)} is a 3-D stack or multi-channel (e.g. RGB) "
+                     "image; pass --channel C to pick the channel to segment")
+  if channel_axis == "auto":
+    axis = 0 if array.shape[0] < array.shape[-1] else -1
+  else:
+    axis = 0 if channel_axis == "first" else -1
+  if not 0 <= channel < array.shape[axis]:
+    raise InputError(f"--channel {channel} is out of range: shape {tuple(shape)} has "
+                     f"{array.shape[axis]} channels on its {'first' if axis == 0 else 'last'} "
+                     "axis")
+  return np.take(array, channel, axis=axis)
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def label_dtype(max_label: int) -> np.dtype:
+  """uint16 while every id fits, else uint32."""
+  return np.dtype(np.uint16 if max_label < 2**16 else np.uint32)
+
+
+def measurements(labels: np.ndarray, intensity: np.ndarray) -> list[dict[str, Any]]:
+  """One row per nucleus (CSV_FIELDS) via skimage.measure.regionprops_table.
+
+  Centroids are (row, column) pixel coordinates; bounding boxes are [min, max) (max exclusive,
+  scikit-image's convention); mean intensity is over the raw input pixels.
+  """
+  from skimage import measure  # pylint: disable=g-import-not-at-top
+  intensity = np.asarray(intensity)
+  if intensity.dtype == bool:
+    intensity = intensity.astype(np.uint8)
+  table = measure.regionprops_table(
+      np.asarray(labels), intensity_image=intensity,
+      properties=("label", "area", "centroid", "bbox", "intensity_mean"))
+  columns = [table["label"], table["area"], table["centroid-0"], table["centroid-1"],
+             table["bbox-0"], table["bbox-1"], table["bbox-2"], table["bbox-3"],
+             table["intensity_mean"]]
+  kinds = (int, int, float, float, int, int, int, int, float)
+  return [{name: kind(value) for name, kind, value in zip(CSV_FIELDS, kinds, row)}
+          for row in zip(*columns)]
+
+
+def write_tiff(path: pathlib.Path, array: np.ndarray) -> None:
+  """Writes `array` as a Deflate-compressed TIFF."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  # Deflate: label images compress ~50×; every TIFF reader (Fiji, scikit-image) handles it.
+  tifffile.imwrite(path, array, compression="zlib")
+
+
+def write_png(path: pathlib.Path, rgb: np.ndarray) -> None:
+  """Writes a uint8 (H, W, 3) image as a PNG."""
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  iio.imwrite(path, rgb, plugin="pillow", extension=".png")
+
+
+def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
+  """Writes per-nucleus rows (`measurements`) with a CSV_FIELDS header."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@contextlib.contextmanager
+def atomic_outputs():
+  """Collects (final path, temporary path) pairs; renames all on success, removes all on error."""
+  pending: list[tuple[pathlib.Path, pathlib.Path]] = []
+
+  def temp_for(final: pathlib.Path) -> pathlib.Path:
+    # Created here (not by tempfile.mkstemp, whose files are private: 0600) so that the output
+    # gets the usual permissions from the umask; the suffix tells writers the format.
+    temp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{final.suffix}")
+    temp.touch(exist_ok=False)
+    pending.append((final, temp))
+    return temp
+
+  try:
+    yield temp_for
+    for final, temp in pending:
+      os.replace(temp, final)
+  finally:
+    for _, temp in pending:
+      with contextlib.suppress(OSError):
+        temp.unlink()

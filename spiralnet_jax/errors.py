@@ -7,3 +7,7 @@ class TrainingError(Exception):
 
 class CheckpointError(TrainingError):
   """Checkpoints of a stage exist but none of them restores."""
+
+
+class DataError(TrainingError):
+  """The data a run needs cannot be found or read (the message says where to get it)."""

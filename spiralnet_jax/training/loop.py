@@ -26,7 +26,9 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from spiralnet_jax import checkpoints
+from spiralnet_jax import config_checks
 from spiralnet_jax import data as data_lib
+from spiralnet_jax import errors
 from spiralnet_jax import stages
 from spiralnet_jax import train_state as train_state_lib
 from spiralnet_jax.training import input_pipeline
@@ -342,16 +344,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
     if stage not in stages.STAGES:
       raise ValueError(f"unknown stage {stage!r} in config.stages; expected "
                        f"{tuple(stages.STAGES)}")
+  # Settings and data first: a refused run leaves no config.json to block its corrected rerun.
+  config_checks.validate(config)
+  if workdir.exists() and not workdir.is_dir():
+    raise config_checks.ConfigError(f"--workdir {workdir} exists and is not a directory")
+  try:
+    train_examples = data_lib.load_examples(config.data, config.data.train_split)
+    val_examples = data_lib.load_examples(config.data, "validation")
+  except (FileNotFoundError, NotADirectoryError) as e:
+    raise errors.DataError(str(e)) from e
+  logging.info("data: %d training, %d validation images (%s)", len(train_examples),
+               len(val_examples), config.data.source)
   workdir.mkdir(parents=True, exist_ok=True)
   workdir_lib.check_and_write_config(config, workdir)
   mesh = sharding.data_mesh()
   logging.info("data-parallel over %d devices (%s) in %d processes", mesh.size,
                jax.devices()[0].platform, jax.process_count())
-
-  train_examples = data_lib.load_examples(config.data, config.data.train_split)
-  val_examples = data_lib.load_examples(config.data, "validation")
-  logging.info("data: %d training, %d validation images (%s)", len(train_examples),
-               len(val_examples), config.data.source)
 
   states: dict[str, TrainState] = {}
 

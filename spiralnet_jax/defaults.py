@@ -10,6 +10,17 @@ This config is not meant to be trained directly; see configs/spiral.py, unet.py,
 import ml_collections
 
 
+def _optimizer(section: ml_collections.ConfigDict, learning_rate: float, epochs: int,
+               batch_size: int) -> None:
+  """A stage's optimiser fields: Adam at `learning_rate`, constant (the thesis) unless
+  `lr_schedule` is "cosine" (linear warm-up over `warmup_epochs`, then cosine decay to 0)."""
+  section.learning_rate = learning_rate
+  section.epochs = epochs
+  section.batch_size = batch_size
+  section.lr_schedule = "constant"
+  section.warmup_epochs = 0.0
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default configuration (thesis numbers, full BBBC039)."""
   config = ml_collections.ConfigDict()
@@ -53,13 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.scorer = ml_collections.ConfigDict()
   config.scorer.hidden = 128
   config.scorer.threshold = 0.4
-  config.scorer.learning_rate = 1e-4
-  config.scorer.epochs = 100
-  config.scorer.batch_size = 256
-  # Learning-rate schedule of the stage: "constant" (the thesis) or "cosine" (linear warm-up over
-  # `warmup_epochs`, then cosine decay to 0 at the last step).
-  config.scorer.lr_schedule = "constant"
-  config.scorer.warmup_epochs = 0.0
+  _optimizer(config.scorer, learning_rate=1e-4, epochs=100, batch_size=256)
 
   # --- Stage 2: segmenter -------------------------------------------------------------------
   config.segmenter = ml_collections.ConfigDict()
@@ -78,11 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   # scan ("auto": on CPU only).
   config.segmenter.cpu_conv_vjp = "auto"
   config.segmenter.train_regions = "label"  # select training regions by "label" or "scorer".
-  config.segmenter.learning_rate = 1e-4
-  config.segmenter.epochs = 100
-  config.segmenter.batch_size = 32
-  config.segmenter.lr_schedule = "constant"
-  config.segmenter.warmup_epochs = 0.0
+  _optimizer(config.segmenter, learning_rate=1e-4, epochs=100, batch_size=32)
   # > 0: the initial mask state marks the region's centre with a disk of this radius in the
   # central channel (segmenter.Segmenter.seed_radius); 0 = zeros, as in the thesis.
   config.segmenter.seed_radius = 0
@@ -139,11 +140,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.unet = ml_collections.ConfigDict()
   config.unet.base_features = 64  # 64 ... 1024 over 4 levels.
   config.unet.depth = 4
-  config.unet.learning_rate = 1e-5
-  config.unet.epochs = 100
-  config.unet.batch_size = 4
-  config.unet.lr_schedule = "constant"
-  config.unet.warmup_epochs = 0.0
+  _optimizer(config.unet, learning_rate=1e-5, epochs=100, batch_size=4)
   config.unet.crop_size = 0  # 0 = whole images; else random square crops of this size.
   config.unet.threshold = 0.5
 
@@ -191,6 +188,10 @@ def upgrade_config(saved: dict) -> ml_collections.ConfigDict:
   """
   if not isinstance(saved, dict):
     raise ValueError(f"a config must be a JSON object, got {type(saved).__name__}")
+  missing = [k for k in ("regions", "scorer", "segmenter") if not isinstance(saved.get(k), dict)]
+  if missing:
+    # Not written by train.py (every version wrote these): defaults would silently stand in.
+    raise ValueError(f"config has no {', '.join(missing)} section; not written by train.py")
   config = get_config().to_dict()
 
   def merge(base: dict, new: dict) -> dict:

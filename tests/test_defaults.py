@@ -24,7 +24,9 @@ def test_upgrade_fills_missing_fields_with_defaults_and_keeps_saved_values(tmp_p
   assert config.segmenter.features == 7
 
 
-@pytest.mark.parametrize("saved", [[], 3, "x"])
-def test_upgrade_refuses_a_config_that_is_not_an_object(saved):
-  with pytest.raises(ValueError, match="JSON object"):
+@pytest.mark.parametrize("saved, message", [([], "JSON object"), (3, "JSON object"),
+                                            ({}, "no regions, scorer, segmenter section"),
+                                            ({"regions": {}, "scorer": {}}, "no segmenter")])
+def test_upgrade_refuses_a_config_train_py_did_not_write(saved, message):
+  with pytest.raises(ValueError, match=message):
     defaults.upgrade_config(saved)

@@ -353,10 +353,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
     val_examples = data_lib.load_examples(config.data, "validation")
   except (FileNotFoundError, NotADirectoryError) as e:
     raise errors.DataError(str(e)) from e
-  logging.info("data: %d training, %d validation images (%s)", len(train_examples),
-               len(val_examples), config.data.source)
   workdir.mkdir(parents=True, exist_ok=True)
   workdir_lib.check_and_write_config(config, workdir)
+  # Logged once the run is accepted: a refused resume is one line on stderr, nothing else.
+  logging.info("data: %d training, %d validation images (%s)", len(train_examples),
+               len(val_examples), config.data.source)
   mesh = sharding.data_mesh()
   logging.info("data-parallel over %d devices (%s) in %d processes", mesh.size,
                jax.devices()[0].platform, jax.process_count())

@@ -248,12 +248,18 @@ def assemble(pieces: continuation.Pieces, image_shape: tuple[int, int], threshol
                          merge_containment, min_size, split_containers, split_containment)
 
 
+def assemble_claims_from_config(claimed: Claims, image_shape: tuple[int, int],
+                                config: Any) -> tuple[np.ndarray, np.ndarray]:
+  """`assemble_claims` with its numbers from a `config.assembly` ConfigDict."""
+  return assemble_claims(claimed, image_shape, merge_iou=float(config.merge_iou),
+                         merge_containment=float(config.merge_containment),
+                         min_size=int(config.min_size),
+                         split_containers=bool(config.split_containers),
+                         split_containment=float(config.split_containment))
+
+
 def assemble_from_config(pieces: continuation.Pieces, image_shape: tuple[int, int],
                          config: Any) -> tuple[np.ndarray, np.ndarray]:
   """`assemble` with its numbers from a `config.assembly` ConfigDict."""
-  return assemble(pieces, image_shape, threshold=float(config.threshold),
-                  merge_iou=float(config.merge_iou),
-                  merge_containment=float(config.merge_containment),
-                  min_size=int(config.min_size),
-                  split_containers=bool(config.split_containers),
-                  split_containment=float(config.split_containment))
+  return assemble_claims_from_config(claims(pieces, image_shape, float(config.threshold)),
+                                     image_shape, config)

@@ -375,12 +375,7 @@ def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = Non
   shape = image.shape
   claimed = predict_claims(predictor, image, progress)
   del image  # Our normalised copy (unless `prepared`): assembly is the memory peak of big images.
-  return assembly.assemble_claims(claimed, shape,
-                                  merge_iou=float(cfg.merge_iou),
-                                  merge_containment=float(cfg.merge_containment),
-                                  min_size=int(cfg.min_size),
-                                  split_containers=bool(cfg.split_containers),
-                                  split_containment=float(cfg.split_containment))
+  return assembly.assemble_claims_from_config(claimed, shape, cfg)
 
 
 def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:

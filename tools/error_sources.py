@@ -79,7 +79,8 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
                                        float(config.scorer.threshold))
   pieces = predict.predict_pieces(predictor, image)
   claimed = assembly.claims(pieces, labels.shape, float(config.assembly.threshold))
-  _, final = predict.predict(predictor, image)
+  # The final instances from the same pieces (what predict.predict streams), not a second pass.
+  _, final = assembly.assemble_claims_from_config(claimed, labels.shape, config.assembly)
   n_true, n_pred = int(labels.max(initial=0)), int(final.max(initial=0))
   iou, _ = _pair_iou(labels.ravel(), final.ravel(), n_true, n_pred)
   iou = iou[1:, 1:]

@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "segmenter.features": (1, INF, True), "segmenter.skip_features": (1, INF, True),
     "segmenter.num_skip_modules": (0, INF, True), "segmenter.seed_radius": (0, INF, True),
     "segmenter.touching_repeat": (1, INF, True), "segmenter.max_train_regions": (0, INF, True),
+    "segmenter.boundary_weight": (0, INF, False), "segmenter.boundary_radius": (0, INF, True),
     "unet.base_features": (1, INF, True), "unet.depth": (1, 10, True),
     "unet.crop_size": (0, INF, True), "unet.threshold": (0, 1, False),
     "continuation.max_moves": (0, INF, True), "continuation.threshold": (0, 1, False),
@@ -37,6 +38,9 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "assembly.split_containment": (0, 1, False),
     "predict.region_batch_size": (1, INF, True), "predict.shape_bucket": (0, INF, True),
     "predict.stride": (1, INF, True), "predict.stripe_rows": (1, INF, True),
+    "predict.peak_stride": (1, INF, True), "predict.peak_min_distance": (1, INF, True),
+    "predict.lobe_min_distance": (1, INF, True), "predict.lobe_min_depth": (0, INF, False),
+    "predict.max_lobes": (2, INF, True),
     "predict.chunk_regions": (1, INF, True), "predict.unet_tile": (1, INF, True),
     "train.log_every_steps": (1, INF, True), "train.checkpoint_every_epochs": (1, INF, True),
     "train.checkpoint_every_steps": (0, INF, True), "train.max_to_keep": (1, INF, True),
@@ -56,7 +60,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("bbbc039", "sample", "tfds", "synthetic"),
     "segmenter.step": ("cropped", "full_fov"), "segmenter.loss": ("final", "per_step"),
     "segmenter.train_regions": ("label", "scorer"), "segmenter.dtype": ("float32", "bfloat16"),
-    "segmenter.cpu_conv_vjp": ("auto", "on", "off"),
+    "segmenter.cpu_conv_vjp": ("auto", "on", "off"), "predict.seeds": ("grid", "peaks"),
     **{f"{s}.lr_schedule": ("constant", "cosine") for s in ("scorer", "segmenter", "unet")},
 }
 

@@ -290,3 +290,21 @@ def _as_pieces(origins: list[np.ndarray], probs: list[np.ndarray],
   return Pieces(np.concatenate(origins).astype(np.int32),
                 np.concatenate(probs).astype(np.float32),
                 np.concatenate(ids).astype(np.int32))
+
+
+def window_rows(origins: np.ndarray, image_height: int, geom: regions.RegionGeometry,
+                max_moves: int) -> tuple[int, int]:
+  """[top, bottom) image rows that segmenting and following objects from `origins` can read.
+
+  A move puts the new centre on the old region's edge, so it shifts a region by at most
+  max(cy, h − 1 − cy) rows; `max_moves` of them stay inside the first regions' rows widened by
+  that reach. The extra `pad + max_moves·max(h, w)` rows keep every reflection across a
+  clipped (image) edge inside the window, so cropping from the window's own reflect padding
+  reads exactly the pixels the whole image's padding holds.
+  """
+  h, w = geom.shape
+  cy = geom.centre[0]
+  reach = max_moves * max(cy, h - 1 - cy) + geom.pad + max_moves * max(h, w)
+  top = int(origins[:, 0].min()) - reach
+  bottom = int(origins[:, 0].max()) + h + reach
+  return max(top, 0), min(bottom, image_height)

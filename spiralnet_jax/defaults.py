@@ -94,6 +94,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.segmenter.touching_repeat = 1
   # > 0: train each epoch on a fresh random subset of this many selected regions.
   config.segmenter.max_train_regions = 0
+  # > 0: the loss weighs pixels within `boundary_radius` px of both the central nucleus and
+  # another one (where touching nuclei meet) 1 + boundary_weight times (U-Net's weight map,
+  # Ronneberger et al. 2015, in the segmenter's central/other terms); 0 = uniform (the thesis).
+  config.segmenter.boundary_weight = 0.0
+  config.segmenter.boundary_radius = 3
   config.segmenter.dtype = "float32"
 
   # --- continuation and assembly -------------------------------------------------------------
@@ -126,6 +131,20 @@ def get_config() -> ml_collections.ConfigDict:
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also
   # centres a region on small nuclei that the 16-px grid misses, for 4× the regions.
   config.predict.stride = 16
+  # Where regions are centred (spiralnet_jax.seeding): "grid", every region of the stride-
+  # `predict.stride` grid whose score passes (the thesis); "peaks", one region per maximum of
+  # the distance transform of the passing cells of the score map at stride `peak_stride`, at
+  # least `peak_min_distance` cells apart (about one per nucleus).
+  config.predict.seeds = "grid"
+  config.predict.peak_stride = 4
+  config.predict.peak_min_distance = 1
+  # A second look at candidates with two or more lobes (maxima of their distance transform at
+  # least `lobe_min_depth` px deep, `lobe_min_distance` px apart, at most `max_lobes`): a region
+  # centred on each lobe, so that assembly.split_containers can split a merger of two nuclei.
+  config.predict.lobes = False
+  config.predict.lobe_min_distance = 6
+  config.predict.lobe_min_depth = 3.0
+  config.predict.max_lobes = 4
   # Region-grid rows scored at once; a streamed chunk of regions also spans at most this many
   # rows (bounds the image window each chunk holds).
   config.predict.stripe_rows = 64
@@ -164,6 +183,10 @@ def get_config() -> ml_collections.ConfigDict:
   # When checkpoints of a stage exist but none restores: train it from scratch instead of
   # stopping with an error.
   config.train.allow_fresh_start = False
+  # An exported weights directory (spiralnet_jax.pretrained): each stage trained here starts
+  # from its parameters there instead of a fresh initialisation (fine-tuning; a resumed run
+  # continues from its own checkpoints). "" = fresh initialisation.
+  config.train.init_weights = ""
 
   # --- evaluation ---------------------------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()

@@ -281,15 +281,17 @@ def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
   """SpiralNet as a `Model`: the full pipeline, the scorer grid and the bare segmenter."""
   return Model(
       name=SPIRALNET,
-      predict=lambda image: predict_lib.predict(predictor, image),
-      score=lambda image: predict_lib.score_image(predictor, image),
+      # Images arrive normalised (evaluate_split): prepared=True, so they are not stretched again.
+      predict=lambda image: predict_lib.predict(predictor, image, prepared=True),
+      score=lambda image: predict_lib.score_prepared(predictor, image),
       segment=lambda regions: predict_lib.segment_regions(predictor, regions))
 
 
 def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
   """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances."""
   predictor = unet_predict.UNetPredictor.from_params(config, params)
-  return Model(name=UNET, predict=lambda image: unet_predict.predict_unet(predictor, image))
+  return Model(name=UNET, predict=lambda image: unet_predict.predict_unet(predictor, image,
+                                                                          prepared=True))
 
 
 def otsu_watershed_model(config: ml_collections.ConfigDict) -> Model:

@@ -11,7 +11,9 @@ of the image (the image, the outputs, and the sparse thresholded claims assembly
 2. The selected regions, in raster order, are cut into chunks of at most `predict.chunk_regions`
    regions spanning at most `predict.stripe_rows` grid rows. A chunk is segmented, its objects
    are followed over region edges (`continuation`), and its pieces are reduced to their claims
-   (`assembly.claims`); then the pieces are dropped.
+   (`assembly.claims`); then the pieces are dropped. Under `predict.lobes` the chunk's
+   candidates with two or more lobes get a region on each lobe (`spiralnet_jax.seeding`),
+   segmented and followed the same way.
 3. Assembly runs once, on all claims.
 
 Streaming is exact, not an approximation: object ids are the global raster indices of the
@@ -53,6 +55,7 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
+from spiralnet_jax import seeding
 from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import stages
 
@@ -146,11 +149,15 @@ def prepare_image(image: Any, percentile_range: tuple[float, float] = data_lib.i
   return out
 
 
-def score_image(predictor: Predictor, image: Any) -> np.ndarray:
-  """(rows, cols) scorer outputs for every region of a (raw) image."""
-  return scorer_lib.score_image(predictor.scorer_params,
-                                prepare_image(image, percentiles(predictor.config)), predictor.geom,
+def score_prepared(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+  """(rows, cols) scorer outputs for every region (training grid) of a prepared image."""
+  return scorer_lib.score_image(predictor.scorer_params, image, predictor.geom,
                                 bucket=int(predictor.config.predict.shape_bucket))
+
+
+def score_image(predictor: Predictor, image: Any) -> np.ndarray:
+  """(rows, cols) scorer outputs for every region (training grid) of a raw image."""
+  return score_prepared(predictor, prepare_image(image, percentiles(predictor.config)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -176,50 +183,31 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
                                   int(predictor.config.predict.region_batch_size))
 
 
-def _prediction_geom(predictor: Predictor) -> regions_lib.RegionGeometry:
-  """The region geometry at the prediction stride.
+def _prediction_geom(predictor: Predictor,
+                     stride: Optional[int] = None) -> regions_lib.RegionGeometry:
+  """The region geometry at the prediction stride (or at `stride`).
 
   Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid point
   lands on is never any region's central object (thesis §3.1: overlapping crops at prediction).
   Scorer and segmenter are indifferent to the stride.
   """
-  stride = int(predictor.config.predict.stride)
+  stride = int(predictor.config.predict.stride if stride is None else stride)
   return dataclasses.replace(predictor.geom, stride=stride)
-
-
-def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
-  """Source index of each (possibly out-of-range) index under `regions.reflect_pad`'s rule.
-
-  Reflection about the first and last element, repeated (period 2(n − 1)); n = 1 repeats the
-  one element.
-  """
-  index = np.asarray(index, np.int64)
-  if n == 1:
-    return np.zeros_like(index)
-  period = 2 * (n - 1)
-  index = np.mod(index, period)
-  return np.where(index < n, index, period - index)
-
-
-def padded_rows(image: np.ndarray, pad: int, start: int, stop: int) -> np.ndarray:
-  """Rows [start, stop) of `regions.reflect_pad(image, pad)`, without padding the whole image."""
-  height, width = image.shape[:2]
-  rows = reflect_index(np.arange(start, stop) - pad, height)
-  cols = reflect_index(np.arange(-pad, width + pad), width)
-  return image[rows[:, None], cols[None, :]]
 
 
 def _stripe_rows(config: ml_collections.ConfigDict) -> int:
   return max(1, int(config.predict.stripe_rows))
 
 
-def score_grid(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-  """(rows, cols) scores of every region of a prepared image on the prediction grid.
+def score_grid(predictor: Predictor, image: np.ndarray,
+               stride: Optional[int] = None) -> np.ndarray:
+  """(rows, cols) scores of every region of a prepared image on the grid of `stride` px
+  (default `predict.stride`, the prediction grid).
 
   Scored in stripes of `predict.stripe_rows` grid rows (each its own padded window of the image),
   so the padded image never exists whole.
   """
-  geom = _prediction_geom(predictor)
+  geom = _prediction_geom(predictor, stride)
   config = predictor.config
   bucket = int(config.predict.shape_bucket)
   rows, cols = regions_lib.grid_shape(image.shape, geom)
@@ -234,7 +222,8 @@ def score_grid(predictor: Predictor, image: np.ndarray) -> np.ndarray:
   out = []
   for first in range(0, rows, stripe):
     top = first * geom.stride
-    window = padded_rows(image, geom.pad, top, min(top + height, image.shape[0] + 2 * geom.pad))
+    window = regions_lib.padded_rows(image, geom.pad, top,
+                                     min(top + height, image.shape[0] + 2 * geom.pad))
     # Every stripe has the same shape (one compilation): zeros below the last one only add grid
     # rows past the real grid, which are sliced off.
     window = np.pad(np.asarray(window, np.float32), [(0, shape[0] - window.shape[0]),
@@ -244,36 +233,28 @@ def score_grid(predictor: Predictor, image: np.ndarray) -> np.ndarray:
   return np.concatenate(out)
 
 
-def _selected(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-  """(S, 2) image-coordinate origins of the selected regions, in raster order."""
-  geom = _prediction_geom(predictor)
-  scores = score_grid(predictor, image)
-  selected = scorer_lib.select_regions(scores, float(predictor.config.scorer.threshold))
-  cols = scores.shape[1]
-  origins = np.stack([selected // cols, selected % cols], axis=-1) * geom.stride - geom.pad
-  return origins.astype(np.int64).reshape(-1, 2)
+def selected_origins(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+  """(S, 2) image-coordinate origins of the selected regions, in raster order.
+
+  `predict.seeds` says where (spiralnet_jax.seeding): the passing regions of the prediction
+  grid, or one region per peak of the fine score map.
+  """
+  config = predictor.config
+  threshold = float(config.scorer.threshold)
+  if config.predict.seeds == "grid":
+    geom = _prediction_geom(predictor)
+    cells = seeding.grid_cells(score_grid(predictor, image), threshold)
+  elif config.predict.seeds == "peaks":
+    geom = _prediction_geom(predictor, int(config.predict.peak_stride))
+    cells = seeding.peak_cells(score_grid(predictor, image, geom.stride), threshold,
+                               int(config.predict.peak_min_distance))
+  else:
+    raise ValueError(f"predict.seeds must be 'grid' or 'peaks', got {config.predict.seeds!r}")
+  return seeding.cell_origins(cells, geom)
 
 
 def _max_moves(config: ml_collections.ConfigDict) -> int:
   return int(config.continuation.max_moves) if config.continuation.enabled else 0
-
-
-def window_rows(origins: np.ndarray, image_height: int, geom: regions_lib.RegionGeometry,
-                max_moves: int) -> tuple[int, int]:
-  """[top, bottom) image rows that segmenting and following objects from `origins` can read.
-
-  A move puts the new centre on the old region's edge, so it shifts a region by at most
-  max(cy, h − 1 − cy) rows; `max_moves` of them stay inside the first regions' rows widened by
-  that reach. The extra `pad + max_moves·max(h, w)` rows keep every reflection across a
-  clipped (image) edge inside the window, so cropping from the window's own reflect padding
-  reads exactly the pixels the whole image's padding holds.
-  """
-  h, w = geom.shape
-  cy = geom.centre[0]
-  reach = max_moves * max(cy, h - 1 - cy) + geom.pad + max_moves * max(h, w)
-  top = int(origins[:, 0].min()) - reach
-  bottom = int(origins[:, 0].max()) + h + reach
-  return max(top, 0), min(bottom, image_height)
 
 
 def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarray,
@@ -289,7 +270,7 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
     return continuation.Pieces(np.zeros((0, 2), np.int32), np.zeros((0,) + geom.shape,
                                                                     np.float32),
                                np.zeros(0, np.int32))
-  top, bottom = window_rows(origins, image.shape[0], geom, _max_moves(config))
+  top, bottom = continuation.window_rows(origins, image.shape[0], geom, _max_moves(config))
   window = image[top:bottom]
   local = origins - np.array([top, 0])
   crops = continuation.crop_regions(regions_lib.reflect_pad(window, geom.pad), geom.pad, local,
@@ -311,14 +292,41 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
   return pieces._replace(origins=(pieces.origins + np.array([top, 0])).astype(np.int32))
 
 
+def _lobe_pieces(predictor: Predictor, image: np.ndarray, claimed: assembly.Claims,
+                 num_selected: int) -> Optional[continuation.Pieces]:
+  """Pieces of regions centred on the lobes of `claimed`'s candidates (`predict.lobes`).
+
+  Lobe j of object o has id num_selected + o·max_lobes + j: unique, and the same however the
+  objects are chunked. None when the option is off or no candidate has two lobes.
+  """
+  cfg = predictor.config.predict
+  if not cfg.lobes:
+    return None
+  centres, parents, index = seeding.object_lobes(
+      claimed.pixel, claimed.object_id, image.shape[1], int(cfg.lobe_min_distance),
+      float(cfg.lobe_min_depth), int(cfg.max_lobes))
+  if not len(centres):
+    return None
+  order = np.lexsort((centres[:, 1], centres[:, 0]))  # Raster order, as the first regions.
+  ids = num_selected + parents * int(cfg.max_lobes) + index
+  return _segment_objects(predictor, image, seeding.centre_origins(centres[order], predictor.geom),
+                          ids[order])
+
+
 def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
-  """All segmented pieces of an image at once: one object per selected region, plus its moves.
+  """All segmented pieces of an image at once: one object per selected region, plus its moves
+  (and the lobe regions' objects, under `predict.lobes`).
 
   Holds every piece (memory grows with the image); `predict` streams instead.
   """
   image = prepare_image(image, percentiles(predictor.config))
-  origins = _selected(predictor, image)
-  return _segment_objects(predictor, image, origins, np.arange(len(origins)))
+  origins = selected_origins(predictor, image)
+  pieces = _segment_objects(predictor, image, origins, np.arange(len(origins)))
+  claimed = assembly.claims(pieces, image.shape, float(predictor.config.assembly.threshold))
+  lobes = _lobe_pieces(predictor, image, claimed, len(origins))
+  if lobes is None:
+    return pieces
+  return continuation.Pieces(*(np.concatenate(field) for field in zip(pieces, lobes)))
 
 
 def chunks(origin_rows: np.ndarray, max_regions: int, max_span: int) -> list[tuple[int, int]]:
@@ -341,7 +349,7 @@ def predict_claims(predictor: Predictor, image: np.ndarray,
   config = predictor.config
   geom = _prediction_geom(predictor)
   threshold = float(config.assembly.threshold)
-  origins = _selected(predictor, image)
+  origins = selected_origins(predictor, image)
   spans = chunks(origins[:, 0], int(config.predict.chunk_regions),
                  _stripe_rows(config) * geom.stride)
   if progress is not None:
@@ -351,6 +359,10 @@ def predict_claims(predictor: Predictor, image: np.ndarray,
     pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop))
     parts.append(assembly.claims(pieces, image.shape, threshold))
     del pieces
+    lobes = _lobe_pieces(predictor, image, parts[-1], len(origins))
+    if lobes is not None:
+      parts.append(assembly.claims(lobes, image.shape, threshold))
+      del lobes
     if progress is not None:
       progress(stop, len(origins))
   return assembly.concatenate_claims(parts, image.shape)

@@ -4,8 +4,9 @@ A weights directory holds `config.json` (the config the model was trained with),
 `scorer.npz` and `segmenter.npz` (one array per parameter, named by its path in the parameter
 tree, e.g. `image_conv/kernel`) and `provenance.json` (commit, data, split, wall time,
 validation and test metrics). `tools/export_weights.py` writes one from a train.py workdir;
-the package ships `spiralnet_jax/weights/bbbc039_cpu/`, the default of `spiralnet-segment` and
-`predict.Predictor.pretrained()`.
+the package ships `spiralnet_jax/weights/bbbc039_cpu_finetune/` (configs/bbbc039_cpu_finetune.py),
+the default of `spiralnet-segment` and `predict.Predictor.pretrained()`, and the weights it was
+fine-tuned from, `weights/bbbc039_cpu/` (configs/bbbc039_cpu.py).
 """
 
 import json
@@ -19,7 +20,7 @@ from spiralnet_jax import defaults
 
 PathLike = Union[str, pathlib.Path]
 STAGES = ("scorer", "segmenter")
-DEFAULT_NAME = "bbbc039_cpu"
+DEFAULT_NAME = "bbbc039_cpu_finetune"
 
 
 def weights_dir(name: str = DEFAULT_NAME) -> pathlib.Path:
@@ -33,16 +34,21 @@ def is_weights_dir(path: PathLike) -> bool:
   return all((path / f"{stage}.npz").is_file() for stage in STAGES)
 
 
-def flatten_params(params: Any, prefix: str = "") -> dict[str, np.ndarray]:
-  """{"a/b/kernel": array} of a nested parameter dict."""
+def _leaves(params: Any, prefix: str = "") -> dict[str, Any]:
+  """{"a/b/kernel": leaf} of a nested parameter dict (leaves as they are)."""
   out = {}
   for key, value in params.items():
     name = f"{prefix}{key}"
-    if isinstance(value, dict) or hasattr(value, "items"):
-      out.update(flatten_params(value, name + "/"))
+    if hasattr(value, "items"):
+      out.update(_leaves(value, name + "/"))
     else:
-      out[name] = np.asarray(value)
+      out[name] = value
   return out
+
+
+def flatten_params(params: Any) -> dict[str, np.ndarray]:
+  """{"a/b/kernel": array} of a nested parameter dict."""
+  return {name: np.asarray(leaf) for name, leaf in _leaves(params).items()}
 
 
 def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
@@ -66,6 +72,27 @@ def load_params(path: PathLike) -> dict:
   """Reads parameters written by `save_params` (never unpickles)."""
   with np.load(path, allow_pickle=False) as npz:
     return unflatten_params({name: npz[name] for name in npz.files})
+
+
+def load_stage_params(path: PathLike, stage: str, like: Any) -> dict:
+  """The `stage` parameters of a weights directory, checked to have `like`'s tree and shapes.
+
+  `like` is the parameter tree (arrays or ShapeDtypeStructs) the caller's config builds; a
+  model of another size or kind is refused with what differs, rather than failing later.
+  """
+  file = pathlib.Path(path) / f"{stage}.npz"
+  if not file.is_file():
+    raise FileNotFoundError(f"no {stage} weights at {file} (expected an exported weights "
+                            "directory, see tools/export_weights.py)")
+  loaded = _leaves(load_params(file))
+  like = _leaves(like)
+  got = {name: tuple(v.shape) for name, v in loaded.items()}
+  wanted = {name: tuple(leaf.shape) for name, leaf in like.items()}
+  if got != wanted:
+    diff = sorted(set(got.items()) ^ set(wanted.items()))[:6]
+    raise ValueError(f"{file} does not fit this config's {stage}: differing (name, shape) "
+                     f"{diff}")
+  return unflatten_params({name: np.asarray(v, like[name].dtype) for name, v in loaded.items()})
 
 
 def load_config(path: PathLike) -> ml_collections.ConfigDict:

@@ -4,7 +4,8 @@ Geometry (docs/design.md, "Geometry"): an (H, W) image is reflect-padded by `pad
 region (i, j), row-major index `i * cols + j`, is the `height × width` window whose top-left sits
 at padded (stride·i, stride·j), i.e. at image coordinates `(stride·i − pad, stride·j − pad)`.
 Everything here is host-side NumPy and vectorised over regions (no Python loop over regions),
-except `crop_at`, which is a jnp gather meant to run under `jit`.
+except `crop_at`, a jnp gather meant to run under `jit`, and `boundary_weights`, the segmenter
+loss's weight map of 3-channel labels (jnp, traced inside the loss).
 """
 
 from __future__ import annotations
@@ -80,6 +81,28 @@ def reflect_pad(image: np.ndarray, pad: int) -> np.ndarray:
   if any(n == 1 for n in image.shape[:2]):
     out = np.pad(out, edge, mode="edge")
   return out
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+  """Source index of each (possibly out-of-range) index under `regions.reflect_pad`'s rule.
+
+  Reflection about the first and last element, repeated (period 2(n − 1)); n = 1 repeats the
+  one element.
+  """
+  index = np.asarray(index, np.int64)
+  if n == 1:
+    return np.zeros_like(index)
+  period = 2 * (n - 1)
+  index = np.mod(index, period)
+  return np.where(index < n, index, period - index)
+
+
+def padded_rows(image: np.ndarray, pad: int, start: int, stop: int) -> np.ndarray:
+  """Rows [start, stop) of `regions.reflect_pad(image, pad)`, without padding the whole image."""
+  height, width = image.shape[:2]
+  rows = reflect_index(np.arange(start, stop) - pad, height)
+  cols = reflect_index(np.arange(-pad, width + pad), width)
+  return image[rows[:, None], cols[None, :]]
 
 
 def grid_shape(image_shape: tuple[int, ...], geom: RegionGeometry) -> tuple[int, int]:
@@ -230,3 +253,19 @@ def cut_and_label(image: np.ndarray, labels: np.ndarray, geom: RegionGeometry) -
   # The background channel does not depend on the region: compare once on the padded image.
   one_hot = _one_hot_labels(label_view, ids, _grid_view(padded == 0, geom), np.uint8)
   return CutRegions(regions, scores, one_hot.reshape((-1,) + one_hot.shape[2:]))
+
+
+def boundary_weights(labels: jax.Array, radius: int, weight: float) -> jax.Array:
+  """(B, H, W, 1) loss weights of (B, H, W, 3) one-hot labels: 1, and 1 + `weight` within
+  `radius` px (a square) of both a central-nucleus and an other-nucleus pixel."""
+  labels = jnp.asarray(labels, jnp.float32)
+  ones = jnp.ones(labels.shape[:3] + (1,), jnp.float32)
+  if weight == 0:
+    return ones
+  size = (1, 2 * radius + 1, 2 * radius + 1)
+
+  def near(x):  # 1 where a pixel of x lies within `radius` (max pooling, SAME size).
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, size, (1, 1, 1), "SAME")
+
+  band = near(labels[..., 0]) * near(labels[..., 1])
+  return ones + weight * band[..., None]

@@ -42,7 +42,7 @@ class UsageError(Exception):
 
 
 def default_weights() -> pathlib.Path:
-  """The weights shipped with the package (spiralnet_jax/weights/bbbc039_cpu)."""
+  """The weights shipped with the package (spiralnet_jax/weights/bbbc039_cpu_finetune)."""
   from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   path = pretrained.weights_dir()
   if not pretrained.is_weights_dir(path):

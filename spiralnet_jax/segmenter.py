@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from spiralnet_jax import conv
+from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import spiral
 from spiralnet_jax.step_net import StepNet
 
@@ -73,6 +74,9 @@ class Segmenter:
   # (the thesis). The step network sees only a window, so without it the first step cannot
   # tell which of two nuclei in the centre block is the central one.
   seed_radius: int = 0
+  # Loss weight 1 + boundary_weight where touching nuclei meet (`boundary_weights`); 0: uniform.
+  boundary_weight: float = 0.0
+  boundary_radius: int = 3
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Segmenter":
@@ -97,7 +101,9 @@ class Segmenter:
                     offsets=tuple((int(y), int(x)) for y, x in offsets),
                     radius=spiral.receptive_radius(seg.num_skip_modules), step=seg.step,
                     loss_type=seg.loss, remat=bool(seg.remat),
-                    group_steps=bool(seg.group_steps), seed_radius=int(seg.seed_radius))
+                    group_steps=bool(seg.group_steps), seed_radius=int(seg.seed_radius),
+                    boundary_weight=float(seg.boundary_weight),
+                    boundary_radius=int(seg.boundary_radius))
     if segmenter.seed_radius < 0:
       raise ValueError(f"segmenter.seed_radius must be >= 0, got {seg.seed_radius}")
     if seg.step == "cropped" and segmenter.fov_margin < segmenter.radius:
@@ -341,10 +347,15 @@ class Segmenter:
     and the BCE is taken on logits (numerically stable).
     "per_step": FFN-style; the fed-back mask is under stop_gradient and each step's loss is the
     BCE of its block's in-region pixels; the loss is the mean over steps.
+    Either is a weighted mean under `boundary_weights` when `boundary_weight` > 0.
     """
     image_canvas, mask_canvas = self._canvases(regions, None)
     source = image_canvas  # Not hoisted (see the module docstring).
     labels = jnp.asarray(labels, jnp.float32)
+    # Uniform weights keep the unweighted expressions (bitwise what earlier runs computed).
+    weighted = self.boundary_weight > 0
+    pixel_weight = regions_lib.boundary_weights(labels, self.boundary_radius,
+                                                self.boundary_weight)
     if self.loss_type == "final":
       def body(carry, offsets):
         mask_canvas, logit_canvas = carry
@@ -354,9 +365,13 @@ class Segmenter:
 
       (_, logit_canvas), _ = self._scan(body, (mask_canvas, jnp.zeros_like(mask_canvas)),
                                         self.remat)
-      return optax.sigmoid_binary_cross_entropy(self.from_canvas(logit_canvas), labels).mean()
+      bce = optax.sigmoid_binary_cross_entropy(self.from_canvas(logit_canvas), labels)
+      if not weighted:
+        return bce.mean()
+      return (bce * pixel_weight).sum() / (pixel_weight.sum() * bce.shape[-1])
 
     label_canvas = self.to_canvas(labels)
+    weight_canvas = self.to_canvas(pixel_weight) if weighted else None
 
     def per_step_body(mask_canvas, offsets):
       group_logits = self._group_logits(params, source, lax.stop_gradient(mask_canvas), offsets,
@@ -366,8 +381,14 @@ class Segmenter:
         logits, start = group_logits[g], self._canvas_start(offsets[g])
         target = lax.dynamic_slice(label_canvas, (0, start[0], start[1], 0), logits.shape)
         weight = self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
-        bce = optax.sigmoid_binary_cross_entropy(logits, target) * weight
-        step_losses.append(bce.sum() / (weight.sum() * logits.shape[0] * logits.shape[-1]))
+        bce = optax.sigmoid_binary_cross_entropy(logits, target)
+        if weighted:  # The in-region pixels times the boundary weights, (B, n, n, 1).
+          weight = weight * lax.dynamic_slice(weight_canvas, (0, start[0], start[1], 0),
+                                              logits.shape[:3] + (1,))
+          step_losses.append((bce * weight).sum() / (weight.sum() * logits.shape[-1]))
+        else:
+          step_losses.append((bce * weight).sum()
+                             / (weight.sum() * logits.shape[0] * logits.shape[-1]))
       mask_canvas = self._write_group(mask_canvas, jax.nn.sigmoid(group_logits), offsets)
       return mask_canvas, jnp.stack(step_losses)
 

@@ -246,3 +246,30 @@ def test_split_containment_sets_how_much_of_a_nucleus_must_lie_inside():
   # merge_containment either, so it keeps the rest).
   np.testing.assert_array_equal(strict, merger * 1 + (right & ~merger) * 2)
   np.testing.assert_array_equal(loose, left * 1 + right * 2)
+
+
+def test_split_containers_withdraws_nested_mergers_smallest_first():
+  # Two touching nuclei, each found on its own; a merger of both, and a bigger merger around it.
+  # Judged together, the small merger would chain the nuclei inside the big one (both lie fully
+  # inside it) and save it; judged smallest first, the small one is withdrawn, then the big one.
+  left, right = _box(5, 10, 4, 9), _box(5, 10, 9, 14)
+  big = _box(4, 11, 3, 15)
+  pieces = _pieces(((2, 1), left, 0.9, 0), ((2, 6), right, 0.9, 1),
+                   ((2, 3), left | right, 0.8, 2), ((2, 3), big, 0.7, 3))
+  claimed = assembly.claims(pieces, SHAPE, 0.5)
+  _, withdrawn = assembly.merge_candidates(claimed.pixel, claimed.object_id, 4, 0.5, 0.8,
+                                           split_containers=True)
+  np.testing.assert_array_equal(withdrawn, [False, False, True, True])
+  semantic, instances = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)
+  np.testing.assert_array_equal(semantic, big)
+  np.testing.assert_array_equal(instances, left * 1 + right * 2)
+
+
+def test_nested_mergers_are_withdrawn_whatever_their_ids():
+  # The order is by area, not by object id: the big merger first in id order changes nothing.
+  left, right = _box(5, 10, 4, 9), _box(5, 10, 9, 14)
+  big = _box(4, 11, 3, 15)
+  pieces = _pieces(((2, 3), big, 0.7, 0), ((2, 3), left | right, 0.8, 1),
+                   ((2, 1), left, 0.9, 2), ((2, 6), right, 0.9, 3))
+  _, instances = assembly.assemble(pieces, SHAPE, 0.5, 0.5, 0.8, 1, split_containers=True)
+  np.testing.assert_array_equal(instances, left * 1 + right * 2)

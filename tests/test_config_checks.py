@@ -14,8 +14,8 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def test_the_shipped_configs_are_valid():
   import importlib  # pylint: disable=g-import-not-at-top
-  for name in ("default", "demo", "spiral", "unet", "bbbc039_cpu", "cpu_subset", "synthetic",
-               "test"):
+  for name in ("default", "demo", "spiral", "unet", "bbbc039_cpu", "bbbc039_cpu_finetune",
+               "cpu_subset", "synthetic", "test"):
     config_checks.validate(importlib.import_module(f"configs.{name}").get_config())
 
 

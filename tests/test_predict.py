@@ -226,6 +226,58 @@ def test_prediction_stride_cuts_regions_on_a_denser_grid():
   assert predict.score_image(_predictor(config), image).shape == (3, 4)
 
 
+def test_peak_seeds_centre_one_region_on_each_peak_of_the_fine_score_map(monkeypatch):
+  config = _config()
+  config.continuation.enabled = False
+  config.predict.seeds = "peaks"
+  config.scorer.threshold = 0.4
+  strides = []
+
+  def hand_scores(predictor, image, stride=None):
+    strides.append(stride)
+    scores = np.zeros((24, 30), np.float32)
+    scores[2:9, 3:10] = 1.0  # Two blobs of passing cells, peaks at cells (5, 6) and (14, 22).
+    scores[12:17, 20:25] = 0.8
+    return scores
+
+  monkeypatch.setattr(predict, "score_grid", hand_scores)
+  pieces = predict.predict_pieces(_predictor(config), np.random.default_rng(3).random((80, 100)))
+  assert strides == [4]
+  np.testing.assert_array_equal(pieces.origins, [[5 * 4 - 28, 6 * 4 - 28], [14 * 4 - 28,
+                                                                              22 * 4 - 28]])
+  np.testing.assert_array_equal(pieces.object_ids, [0, 1])
+  config.predict.seeds = "everywhere"
+  with pytest.raises(ValueError, match="predict.seeds must be"):
+    predict.predict_pieces(_predictor(config), np.random.default_rng(3).random((80, 100)))
+
+
+def test_streamed_prediction_with_peaks_and_lobes_equals_whole_image_prediction():
+  # The shipped model on a corner of a bundled BBBC039 field (random weights claim everything
+  # as one blob): real candidates, some with lobes, streamed in many small chunks.
+  import dataclasses as dc  # pylint: disable=g-import-not-at-top
+  shipped = predict.Predictor.pretrained()
+  config = shipped.config.copy_and_resolve_references()
+  config.predict.seeds = "peaks"
+  config.predict.lobes = True
+  config.assembly.split_containers = True
+  config.predict.region_batch_size = 1  # Slot 0 always: bit-identical paths (see below).
+  config.predict.chunk_regions = 6
+  config.predict.stripe_rows = 4
+  predictor = dc.replace(shipped, config=config)
+  image = data_lib.load_split("test", data_lib.sample_dir())[0].image[:160, :200]
+  semantic, instances = predict.predict(predictor, image)
+  pieces = predict.predict_pieces(predictor, image)
+  num_selected = len(predict.selected_origins(predictor, predict.prepare_image(
+      image, predict.percentiles(config))))
+  assert num_selected > 12  # Several chunks.
+  assert (pieces.object_ids >= num_selected).any()  # Some candidates had lobes.
+  want_semantic, want_instances = assembly.assemble_from_config(pieces, image.shape,
+                                                                config.assembly)
+  assert want_instances.max() > 5
+  np.testing.assert_array_equal(semantic, want_semantic)
+  np.testing.assert_array_equal(instances, want_instances)
+
+
 # --- streamed prediction ----------------------------------------------------------------------
 
 
@@ -236,7 +288,7 @@ def test_padded_rows_are_rows_of_the_reflect_padded_image(shape, pad):
   padded = regions_lib.reflect_pad(image, pad)
   for start, stop in ((0, padded.shape[0]), (1, 3), (pad, pad + 1), (padded.shape[0] - 2,
                                                                       padded.shape[0])):
-    np.testing.assert_array_equal(predict.padded_rows(image, pad, start, stop),
+    np.testing.assert_array_equal(regions_lib.padded_rows(image, pad, start, stop),
                                   padded[start:stop])
 
 
@@ -254,10 +306,10 @@ def test_window_rows_hold_every_row_a_chunk_can_reach():
   geom = regions_lib.RegionGeometry.from_config(default.get_config().regions)
   origins = np.array([[100, 0], [132, 40]])
   # Reach: 4 moves of max(26, 25) rows, plus pad 28 and 4 × 58 for reflections: 364.
-  assert predict.window_rows(origins, 10_000, geom, 4) == (0, 132 + 52 + 364)
-  assert predict.window_rows(origins + [1000, 0], 10_000, geom, 4) == (736, 1548)
-  assert predict.window_rows(origins + [1000, 0], 1200, geom, 4) == (736, 1200)
-  assert predict.window_rows(origins + [1000, 0], 10_000, geom, 0) == (1072, 1212)
+  assert continuation.window_rows(origins, 10_000, geom, 4) == (0, 132 + 52 + 364)
+  assert continuation.window_rows(origins + [1000, 0], 10_000, geom, 4) == (736, 1548)
+  assert continuation.window_rows(origins + [1000, 0], 1200, geom, 4) == (736, 1200)
+  assert continuation.window_rows(origins + [1000, 0], 10_000, geom, 0) == (1072, 1212)
 
 
 def test_striped_scores_equal_whole_image_scores():
@@ -388,3 +440,23 @@ def test_big_images_are_normalised_in_blocks_exactly_as_whole(dtype, monkeypatch
   image[31, 4] = np.nan  # In a late block.
   with pytest.raises(ValueError, match="NaN"):
     predict.prepare_image(image)
+
+
+def test_evaluation_models_normalise_once_as_predict_does():
+  # evaluate_split hands models the normalised image; the SpiralNet model must not stretch it
+  # a second time. A percentile stretch is not idempotent: np.percentile interpolates between
+  # the clipped pixels and their next neighbour, so the clipped image's percentiles move a little.
+  from spiralnet_jax import evaluation  # pylint: disable=g-import-not-at-top
+  config = _config()
+  config.data.normalize_percentiles = (1.0, 99.8)
+  predictor = _predictor(config)
+  raw = np.random.default_rng(7).gamma(2.0, 300.0, (70, 90)).astype(np.uint16)
+  normalised = data_lib.normalize(raw, config.data.normalize_percentiles)
+  twice = predict.prepare_image(normalised, (1.0, 99.8))
+  assert np.abs(twice - normalised).max() > 1e-4  # The bug this guards against is visible.
+  model = evaluation.spiralnet_model(predictor)
+  np.testing.assert_array_equal(model.score(normalised), predict.score_image(predictor, raw))
+  semantic, instances = model.predict(normalised)
+  expected = predict.predict(predictor, raw)
+  np.testing.assert_array_equal(semantic, expected[0])
+  np.testing.assert_array_equal(instances, expected[1])

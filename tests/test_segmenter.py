@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spiralnet_jax import conv
+from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import spiral
 
@@ -339,6 +340,53 @@ def test_per_step_loss_and_grads_match_an_eager_loop_with_constant_feedback():
   np.testing.assert_allclose(value, total / k, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b / k, rtol=1e-4, atol=1e-6)
+
+
+def test_boundary_weights_mark_where_central_meets_other_by_hand():
+  # One row layout, 5 rows high: central in columns 0-3, another nucleus in 4-7 (touching).
+  classes = np.zeros((1, 5, 8), int)
+  classes[..., 4:] = 1
+  labels = jnp.asarray(np.eye(3, dtype=np.float32)[classes])
+  got = np.asarray(regions_lib.boundary_weights(labels, 1, 4.0))[0, ..., 0]
+  expected = np.ones((5, 8), np.float32)
+  expected[:, 3:5] = 5.0  # Within 1 px of both: the two columns where they meet.
+  np.testing.assert_array_equal(got, expected)
+  # Apart by 3 background columns (central 0-1, other 5-7): no pixel is within 1 px of both;
+  # within 2 px only the middle column of the gap is.
+  classes[:] = 2
+  classes[..., :2], classes[..., 5:] = 0, 1
+  labels = jnp.asarray(np.eye(3, dtype=np.float32)[classes])
+  np.testing.assert_array_equal(regions_lib.boundary_weights(labels, 1, 4.0), 1.0)
+  wide = np.asarray(regions_lib.boundary_weights(labels, 2, 4.0))[0, ..., 0]
+  np.testing.assert_array_equal(wide[:, 3], 5.0)
+  assert (np.delete(wide, 3, axis=1) == 1.0).all()
+  np.testing.assert_array_equal(regions_lib.boundary_weights(labels, 2, 0.0), 1.0)
+
+
+@pytest.mark.parametrize("loss", ["final", "per_step"])
+def test_boundary_weighted_loss_is_the_weighted_mean(loss):
+  plain = segmenter_lib.Segmenter.from_config(_config(loss=loss))
+  weighted = segmenter_lib.Segmenter.from_config(_config(loss=loss, boundary_weight=3.0,
+                                                         boundary_radius=1))
+  params = _random_params(plain)
+  regions = _border_regions((20, 22), 2)
+  # No other nucleus: every weight is 1, the weighted mean is the plain one.
+  classes = np.full((2, 20, 22), 2)
+  classes[:, 5:15, 5:15] = 0
+  alone = jnp.asarray(np.eye(3, dtype=np.float32)[classes])
+  np.testing.assert_allclose(jax.jit(weighted.loss)(params, regions, alone),
+                             jax.jit(plain.loss)(params, regions, alone), rtol=1e-6)
+  # Touching nuclei: the loss moves towards the (here different) BCE of the band pixels.
+  classes[:, 5:15, 12:18] = 1
+  touching = jnp.asarray(np.eye(3, dtype=np.float32)[classes])
+  assert abs(float(jax.jit(weighted.loss)(params, regions, touching))
+             - float(jax.jit(plain.loss)(params, regions, touching))) > 1e-4
+  if loss == "final":  # By hand: the weighted mean of the final state's BCE.
+    probs = plain.jit_apply(params, regions)
+    bce = -(touching * jnp.log(probs) + (1 - touching) * jnp.log1p(-probs))
+    w = regions_lib.boundary_weights(touching, 1, 3.0)
+    np.testing.assert_allclose(jax.jit(weighted.loss)(params, regions, touching),
+                               (bce * w).sum() / (w.sum() * 3), rtol=1e-5)
 
 
 def _assert_same_loss_and_grads(got_segmenter, want_segmenter, params, regions, labels,

@@ -274,3 +274,22 @@ def test_epochs_may_change_on_resume_only_under_a_constant_rate():
   assert workdir_lib.config_changes(old, new) == []
   old["segmenter"]["lr_schedule"] = new["segmenter"]["lr_schedule"] = "cosine"
   assert workdir_lib.config_changes(old, new) == ["segmenter.epochs: 1 -> 2"]
+
+
+def test_init_weights_start_a_stage_from_exported_parameters(tmp_path):
+  from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  config = _config("segmenter", max_steps=1)
+  config.segmenter.learning_rate = 0.0  # The one step leaves the parameters as they start.
+  seeded = jax.tree.map(lambda x: np.asarray(x) + 0.5,
+                        stages.get("segmenter").init_params(config, jax.random.key(3)))
+  weights = tmp_path / "weights"
+  weights.mkdir()
+  pretrained.save_params(weights / "segmenter.npz", seeded)
+  config.train.init_weights = str(weights)
+  loop.train_and_evaluate(config, tmp_path / "run")
+  got = checkpoints.load_params(tmp_path / "run", "segmenter", config)
+  jax.tree.map(np.testing.assert_array_equal, got, seeded)
+  # Weights of another model size are refused with what differs.
+  config.segmenter.features = 4
+  with pytest.raises(ValueError, match="does not fit this config's segmenter"):
+    loop.train_and_evaluate(config, tmp_path / "other")

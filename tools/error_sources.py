@@ -1,15 +1,17 @@
 """Where each instance error comes from: every true nucleus that the prediction misses, merges
 or splits, attributed to one cause. Writes JSON (counts per cause and kind, plus per field).
 
-    python tools/error_sources.py --weights=spiralnet_jax/weights/bbbc039_cpu --split=validation \
+    python tools/error_sources.py --weights=spiralnet_jax/weights/bbbc039_cpu_finetune --split=validation \
         --out=results/bbbc039-cpu-recipe/error_sources_validation.json
 
 A true nucleus is correct when a predicted instance matches it at IoU ≥ 0.5. Otherwise its kind
 is "merged" (a prediction overlapping it by IoU > 0.1 also overlaps another true nucleus),
 "split" (≥ 2 predictions overlap it by IoU > 0.1), "missed" (no prediction overlaps it) or
 "poor_iou". Its cause is the first that applies:
-  no_region           no region of the prediction grid has it as its (label) central object;
-  scorer_threshold    some do, but the scorer passes none of them;
+  no_region           no region of the prediction grid has it as its (label) central object
+                      (under predict.seeds = "peaks": no seed's region has; this then
+                      includes the scorer missing it);
+  scorer_threshold    some do, but the scorer passes none of them (grid seeding only);
   size_filter         a candidate matches it (IoU ≥ 0.5) but is below assembly.min_size;
   assembly            a candidate matches it (IoU ≥ 0.5), yet the assembled instances do not:
                       assembly joined or overrode the correct candidate;
@@ -30,6 +32,7 @@ from absl import flags
 import numpy as np
 
 from spiralnet_jax import assembly
+from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import predict
 from spiralnet_jax import pretrained
@@ -74,9 +77,19 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
   config = predictor.config
   geom = dataclasses.replace(predictor.geom, stride=int(config.predict.stride))
   prepared = predict.prepare_image(image, predict.percentiles(config))
-  central = regions_lib.central_ids(regions_lib.extract_regions(labels, geom), geom)
-  selected = scorer_lib.select_regions(predict.score_grid(predictor, prepared).ravel(),
-                                       float(config.scorer.threshold))
+  if config.predict.seeds == "grid":
+    # Every grid region, and which of them the scorer passes (object k is selected[k]).
+    central = regions_lib.central_ids(regions_lib.extract_regions(labels, geom), geom)
+    selected = scorer_lib.select_regions(predict.score_grid(predictor, prepared).ravel(),
+                                         float(config.scorer.threshold))
+  else:
+    # Seeds are chosen among passing cells already: a nucleus no seed is centred on counts as
+    # no_region (scorer and seeding together); object k is seed k.
+    origins = predict.selected_origins(predictor, prepared)
+    crops = continuation.crop_regions(regions_lib.reflect_pad(labels, geom.pad), geom.pad,
+                                      origins, geom)
+    central = regions_lib.central_ids(np.rint(crops).astype(np.int64), geom)
+    selected = np.arange(len(origins))
   pieces = predict.predict_pieces(predictor, image)
   claimed = assembly.claims(pieces, labels.shape, float(config.assembly.threshold))
   # The final instances from the same pieces (what predict.predict streams), not a second pass.
@@ -84,7 +97,9 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
   n_true, n_pred = int(labels.max(initial=0)), int(final.max(initial=0))
   iou, _ = _pair_iou(labels.ravel(), final.ravel(), n_true, n_pred)
   iou = iou[1:, 1:]
-  cand_iou, cand_area = _candidate_iou(labels, claimed, len(selected))
+  # Lobe regions' objects (predict.lobes) have ids past the selected ones: candidates too.
+  num_objects = max(len(selected), int(pieces.object_ids.max(initial=-1)) + 1)
+  cand_iou, cand_area = _candidate_iou(labels, claimed, num_objects)
   cand_iou = cand_iou[1:]
   first_origin = {int(o): pieces.origins[k] for k, o in reversed(list(enumerate(pieces.object_ids)))}
   errors = []

@@ -29,6 +29,7 @@ from spiralnet_jax import checkpoints
 from spiralnet_jax import config_checks
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import errors
+from spiralnet_jax import pretrained
 from spiralnet_jax import stages
 from spiralnet_jax import train_state as train_state_lib
 from spiralnet_jax.training import input_pipeline
@@ -192,6 +193,16 @@ class _Progress:
     self._bar.close()
 
 
+def _initial_params(stage: Stage, config: ml_collections.ConfigDict) -> Any:
+  """A fresh stage's parameters: `train.init_weights`' if set (fine-tuning), else random."""
+  spec = stages.get(stage.name)
+  fresh = lambda: stage.init_params(spec.init_rng(config))
+  if not config.train.init_weights:
+    return fresh()
+  return pretrained.load_stage_params(config.train.init_weights, stage.name,
+                                      jax.eval_shape(fresh))
+
+
 class _StageRun:
   """One stage's run in progress: the compiled functions, the state, its saves and logs."""
 
@@ -203,9 +214,7 @@ class _StageRun:
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     tx = train_state_lib.make_optimizer(schedule.lr, train_state_lib.grad_clip_norm(config))
-    spec = stages.get(stage.name)
-    self.init_fn = lambda: train_state_lib.create_train_state(
-        stage.init_params(spec.init_rng(config)), tx)
+    self.init_fn = lambda: train_state_lib.create_train_state(_initial_params(stage, config), tx)
     self.step_fn = jax.jit(lambda s, b: steps_lib.train_step(s, b, loss_fn=stage.loss_fn, tx=tx),
                            in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=self.replicated)

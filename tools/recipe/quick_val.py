@@ -9,7 +9,6 @@ the test split is evaluated once, with eval.py, after the recipe is chosen.
 
 import json
 import pathlib
-import subprocess
 import sys
 import time
 
@@ -22,18 +21,14 @@ from spiralnet_jax import metrics
 from spiralnet_jax import predict
 from spiralnet_jax import checkpoints
 
+# The benchmarks' commit stamp (HEAD, "+dirty" with uncommitted changes).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _NUM = flags.DEFINE_integer("num_images", 10, "Fields of the split to score (0 = all).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split to score.")
 _OUT = flags.DEFINE_string("out", "", "Where to write the JSON (default: print only).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "BBBC039 directory (default: $SPIRALNET_BBBC039_DIR).")
-
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def main(argv):
@@ -52,7 +47,7 @@ def main(argv):
   inst = metrics.instance_scores((true, pred) for true, pred, _ in pairs)
   out = {
       "workdir": str(workdir), "split": _SPLIT.value, "fields": [ex.name for ex in examples],
-      "commit": _commit(), "pixel_f1": float(pixel["f1"]),
+      "commit": bench_common.git_commit(), "pixel_f1": float(pixel["f1"]),
       "instance_f1_05": float(inst["f1"][0]), "map_pooled": inst["map"],
       "merges": inst["merges"], "splits": inst["splits"], "n_true": int(inst["n_true"]),
       "seconds_per_field_median": float(np.median(seconds)),

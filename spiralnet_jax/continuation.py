@@ -178,6 +178,9 @@ def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.n
   n = region_batch.shape[0]
   if n == 0:
     return np.zeros(region_batch.shape + (3,), np.float32)
+  # A batch far bigger than the regions (e.g. --batch-size 1000000000) would be padded to a
+  # huge bucket: cap it at the power of two that holds them all.
+  batch_size = min(int(batch_size), 1 << (max(n, MIN_BUCKET) - 1).bit_length())
   starts = list(range(0, n, batch_size))
   sizes = [batch_size] * (len(starts) - 1) + [batch_bucket(n - starts[-1], batch_size)]
   fill = [(0, starts[-1] + sizes[-1] - n)]

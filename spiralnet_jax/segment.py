@@ -238,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _tqdm_write(f"{PROG}: error: {subject}: {reason}")
 
   if args.batch_size < 0:
-    error("--batch-size", "must be ≥ 1")
+    error("--batch-size", "must be ≥ 1 (or 0, the default: the model's own batch size)")
     return 2
   if args.channel is not None and args.channel < 0:
     error("--channel", "must be ≥ 0")

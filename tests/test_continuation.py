@@ -255,3 +255,20 @@ def test_run_batched_pads_the_remainder_to_a_bucket_and_keeps_order():
   assert seen == [32, 32, 8]
   np.testing.assert_array_equal(out[..., 0], regions_in)
   np.testing.assert_array_equal(out[..., 2], regions_in * 2)
+
+
+def test_run_batched_caps_a_batch_far_bigger_than_the_regions():
+  shapes = []
+
+  def fake(regions, init_mask):
+    shapes.append(regions.shape[0])
+    return np.zeros(regions.shape + (3,), np.float32)
+
+  out = continuation.run_batched(fake, np.zeros((20, 2, 3), np.float32),
+                                 np.zeros((20, 2, 3, 3), np.float32), 10**9)
+  assert out.shape == (20, 2, 3, 3)
+  assert shapes == [32]  # The power of two that holds the 20 regions, not 10^9 / 2^9.
+  shapes.clear()
+  continuation.run_batched(fake, np.zeros((3, 2, 3), np.float32),
+                           np.zeros((3, 2, 3, 3), np.float32), 10**9)
+  assert shapes == [continuation.MIN_BUCKET]

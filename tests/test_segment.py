@@ -420,3 +420,10 @@ def test_python_m_entry_point():
                           capture_output=True, text=True, check=False)
   assert result.returncode == 0
   assert result.stdout.startswith("usage: spiralnet-segment")
+
+
+def test_negative_batch_size_is_refused_with_the_range_that_is_accepted(tmp_path, capsys):
+  code, lines = _run(capsys, tmp_path / "a.tif", "--batch-size", "-1")
+  assert code == 2
+  assert lines == ["spiralnet-segment: error: --batch-size: must be ≥ 1 (or 0, the default: the "
+                   "model's own batch size)"]

@@ -162,8 +162,9 @@ def _mergers(container: np.ndarray, content: np.ndarray, same_i: np.ndarray,
   Contents are separate when no chain of "same nucleus" edges among the contents (the
   container's own edges left out) joins them. Containers are judged smallest first, and a
   withdrawn candidate no longer counts as content: a smaller merger of the same two nuclei
-  inside a bigger one would otherwise chain them together and save the bigger one (on BBBC039
-  validation this ordering takes merges from 196 to 151, tools/recipe/assembly_study.py).
+  inside a bigger one would otherwise chain them together and save the bigger one (on the base
+  model's BBBC039 validation claims this ordering took merges from 196 to 151, a one-off study;
+  results/bbbc039-cpu-recipe/seeding/ has the 151).
   """
   num_candidates = area.size
   withdrawn = np.zeros(num_candidates, bool)

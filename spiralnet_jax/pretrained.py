@@ -84,7 +84,8 @@ def load_stage_params(path: PathLike, stage: str, like: Any) -> dict:
   if not file.is_file():
     raise FileNotFoundError(f"no {stage} weights at {file} (expected an exported weights "
                             "directory, see tools/export_weights.py)")
-  loaded = _leaves(load_params(file))
+  with np.load(file, allow_pickle=False) as npz:
+    loaded = {name: npz[name] for name in npz.files}
   like = _leaves(like)
   got = {name: tuple(v.shape) for name, v in loaded.items()}
   wanted = {name: tuple(leaf.shape) for name, leaf in like.items()}

@@ -354,8 +354,8 @@ class Segmenter:
     labels = jnp.asarray(labels, jnp.float32)
     # Uniform weights keep the unweighted expressions (bitwise what earlier runs computed).
     weighted = self.boundary_weight > 0
-    pixel_weight = regions_lib.boundary_weights(labels, self.boundary_radius,
-                                                self.boundary_weight)
+    pixel_weight = (regions_lib.boundary_weights(labels, self.boundary_radius,
+                                                 self.boundary_weight) if weighted else None)
     if self.loss_type == "final":
       def body(carry, offsets):
         mask_canvas, logit_canvas = carry

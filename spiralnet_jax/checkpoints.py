@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import pathlib
+import warnings
 import zlib
 from typing import Any, Optional, Sequence, Union
 
@@ -23,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from spiralnet_jax import defaults
+from spiralnet_jax import errors
 from spiralnet_jax import stages
 from spiralnet_jax import train_state
 from spiralnet_jax.errors import CheckpointError
@@ -96,20 +98,24 @@ def _restore_verified(mngr: ocp.CheckpointManager, step: int, abstract: Any) -> 
   """Restores one step and checks it against the checksums saved with it."""
   state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   expected = (mngr.metadata(step).custom_metadata or {}).get(_CHECKSUMS)
-  if expected is not None:  # Checkpoints not written by `save` carry none.
-    got = state_checksums(state)
-    bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-    if bad:
-      more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-      raise ValueError(f"checksum mismatch in {bad[0]}{more}")
+  if not isinstance(expected, dict):
+    # `save` always stores them: a checkpoint without them was written by something else or
+    # lost them, and nothing then vouches for its arrays.
+    raise ValueError(f"no {_CHECKSUMS} checksums in its metadata (every checkpoint this "
+                     "project writes has them)")
+  got = state_checksums(state)
+  bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+  if bad:
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    raise ValueError(f"checksum mismatch in {bad[0]}{more}")
   return state
 
 
 def restore_newest(mngr: ocp.CheckpointManager, abstract: Any,
-                   stage: str) -> tuple[Optional[Any], list[int]]:
-  """The newest checkpoint that restores and verifies (None if none does), and the newer steps
-  that failed; each failure is logged as one line naming the stage, the step and the reason."""
-  failed = []
+                   stage: str) -> tuple[Optional[Any], dict[int, str]]:
+  """The newest checkpoint that restores and verifies (None if none does), and {step: reason}
+  of the newer steps that failed, newest first; each failure is also logged as one line."""
+  failed: dict[int, str] = {}
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       state = _restore_verified(mngr, step, abstract)
@@ -118,7 +124,7 @@ def restore_newest(mngr: ocp.CheckpointManager, abstract: Any,
       # the same: report it and try the previous step.
       reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
       logging.warning("%s: checkpoint step %d cannot be restored (%s)", stage, step, reason)
-      failed.append(step)
+      failed[step] = reason
       continue
     if failed:
       logging.warning("%s: fell back to checkpoint step %d (newer unrestorable: %s)", stage,
@@ -170,7 +176,10 @@ def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"no config.json in {workdir}; pass the config explicitly")
-  return defaults.upgrade_config(json.loads(path.read_text()))
+  try:
+    return defaults.upgrade_config(json.loads(path.read_text()))
+  except ValueError as e:  # json.JSONDecodeError is one too.
+    raise errors.ConfigFileError(f"{path} is not a config train.py wrote: {e}") from e
 
 
 def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict) -> Any:
@@ -185,22 +194,23 @@ def load_params(workdir: PathLike, stage: str, config: ml_collections.ConfigDict
                           train_state.abstract_state(stage, config))
   with checkpoint_manager(workdir, stage, config) as mngr:
     state, failed = restore_newest(mngr, abstract, stage)
+    loaded = max((s for s in mngr.all_steps() if s not in failed), default=None)
+  where = checkpoint_dir(workdir, stage)
   if state is None:
-    where = checkpoint_dir(workdir, stage)
     if failed:
       raise CheckpointError(f"{stage}: no checkpoint under {where} restores (unrestorable "
                             f"steps: {', '.join(map(str, failed))})")
     raise FileNotFoundError(f"no {stage} checkpoint under {where}")
+  if failed:
+    # Loud, not just logged: these are not the weights the user pointed at.
+    newest = max(failed)
+    warnings.warn(errors.CheckpointFallbackWarning(
+        f"{stage}: the newest checkpoint (step {newest} under {where}) cannot be restored "
+        f"({failed[newest]}); using the older step {loaded}"), stacklevel=2)
   return state.params
 
 
 # --- do these weights fit the config? ---------------------------------------------------------
-
-
-def _one_line(error: BaseException) -> str:
-  """An exception as one line: its first non-empty line, else its type."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[0] if lines else type(error).__name__
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -230,11 +240,15 @@ def check_fits(workdir: PathLike, stage: str,
   which = "its config.json" if config is None else "the config"
   config = load_config(workdir) if config is None else config
   expected = _shapes(stages.get(stage).abstract_params(config))
-  try:
-    stored = stored_param_shapes(workdir, stage, steps[-1])
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"cannot read the {stage} checkpoint step {steps[-1]}: "
-                          f"{_one_line(e)}") from e
+  stored, reasons = None, []
+  for step in reversed(steps):  # Newest first; restoring skips a damaged step the same way.
+    try:
+      stored = stored_param_shapes(workdir, stage, step)
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      reasons.append(f"step {step}: {errors.one_line(e)}")
+  if stored is None:
+    raise CheckpointError(f"cannot read any {stage} checkpoint's metadata ({'; '.join(reasons)})")
   for name in sorted(set(expected) | set(stored)):
     if expected.get(name) != stored.get(name):
       raise MismatchError(f"{stage} weights do not fit {which}: params{name} has shape "

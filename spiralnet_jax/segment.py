@@ -10,9 +10,11 @@ with scikit-image); `--save-semantic` adds `<stem>_semantic.tif` (uint8, 255 = n
 
 Bad input never becomes a silent wrong mask: every problem with one file is one line on stderr,
 `spiralnet-segment: error: <file>: <reason>`, the other files go on, and the exit status is 1
-if any file failed (2 for usage errors: no inputs, unusable weights). Outputs are written to a
-temporary file and renamed, so a failed file leaves no half-written outputs; an existing output
-is replaced only with `--overwrite`, and an output that is one of the inputs never.
+if any file failed (2 for usage errors: no inputs, unusable weights). Outputs are written to
+temporary files and renamed, so a failed file leaves no half-written outputs and a file's outputs
+replace the old ones all together or not at all; an existing output is replaced only with
+`--overwrite`, and an output that is one of the inputs never. docs/bad_input.md lists every kind
+of bad input and what the user gets.
 
 `main(argv) -> int` is the whole program, so tests run it in-process.
 """
@@ -25,10 +27,12 @@ import logging as py_logging
 import os
 import pathlib
 import sys
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from spiralnet_jax import errors
 from spiralnet_jax import segment_io
 from spiralnet_jax.segment_io import InputError
 
@@ -70,6 +74,9 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
   from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import unet_predict  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(weights) if weights else default_weights()
+  if workdir.is_file():
+    raise UsageError(f"--weights {workdir} is a file; pass the folder that holds config.json "
+                     "(a train.py workdir or exported weights)")
   if not workdir.is_dir():
     raise UsageError(f"weights directory {workdir} does not exist (pass --weights WORKDIR, a "
                      "train.py workdir)")
@@ -77,6 +84,8 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
     return _exported_model(workdir, model, batch_size)
   try:
     config = checkpoints.load_config(workdir)
+  except errors.ConfigFileError as e:
+    raise UsageError(str(e)) from e
   except (OSError, ValueError) as e:
     raise UsageError(f"{workdir}: not a train.py workdir: {segment_io.one_line(e)}") from e
   if batch_size > 0:
@@ -135,7 +144,12 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
                    overwrite: bool) -> None:
   """InputError if an output is an input, another input's output, exists, or can't be written."""
   for out in outputs.values():
-    key = out.resolve()
+    try:
+      key = segment_io.resolve(out)
+    except InputError as e:
+      raise InputError(f"output {out} is {e}") from e
+    if out.is_dir():
+      raise InputError(f"output {out} is a directory (remove or rename it)")
     if key in inputs:
       raise InputError(f"output {out} would overwrite an input file (never allowed); use "
                        "--output-dir")
@@ -152,16 +166,28 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
   if not os.access(folder, os.W_OK | os.X_OK):
     raise InputError(f"output directory {folder} is not writable")
   for out in outputs.values():
-    planned[out.resolve()] = source
+    planned[out.resolve()] = source  # No loop: checked above.
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+  """How to read the inputs: which TIFF series, which channel on which axis."""
+
+  channel: Optional[int] = None
+  channel_axis: str = "auto"
+  series: Optional[int] = None
 
 
 def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Path],
-                 channel: Optional[int], channel_axis: str,
-                 progress: Optional[Callable[[int, int], None]] = None) -> int:
+                 reading: Reading, progress: Optional[Callable[[int, int], None]] = None,
+                 note: Callable[[str], None] = lambda line: None) -> int:
   """Reads, segments and writes one file; returns its nucleus count; InputError if bad."""
   from spiralnet_jax import figures  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
-  raw = segment_io.select_channel(segment_io.read_image(path), channel, channel_axis)
+  read = segment_io.read_image(path, reading.series)
+  if read.note:
+    note(read.note)
+  raw = segment_io.select_channel(read.array, reading.channel, reading.channel_axis, read.axes)
   try:
     image = predict.prepare_image(raw, model.percentiles)
   except ValueError as e:
@@ -211,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the channel to segment in a multi-channel or RGB file")
   parser.add_argument("--channel-axis", choices=("auto", "first", "last"), default="auto",
                       help="where the channels are: (C, H, W) first, (H, W, C) last, or auto "
-                      "(the shorter of the two)")
+                      "(as the file says: a TIFF's planes, a PNG's colours; an error when "
+                      "it does not say)")
+  parser.add_argument("--series", type=int, default=None, metavar="N",
+                      help="the series to read from a TIFF that holds several (default 0, "
+                      "with a note naming the others)")
   parser.add_argument("--batch-size", type=int, default=0, metavar="N",
                       help="regions per segmenter call (bounds memory; default: the workdir "
                       "config's predict.region_batch_size)")
@@ -240,9 +270,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.batch_size < 0:
     error("--batch-size", "must be ≥ 1 (or 0, the default: the model's own batch size)")
     return 2
-  if args.channel is not None and args.channel < 0:
-    error("--channel", "must be ≥ 0")
-    return 2
+  for name in ("channel", "series"):
+    if getattr(args, name) is not None and getattr(args, name) < 0:
+      error(f"--{name}", "must be ≥ 0")
+      return 2
   files, failures = segment_io.find_inputs(args.inputs, args.recursive)
   for spec, reason in failures:
     error(spec, reason)
@@ -254,13 +285,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   absl_logger.setLevel(py_logging.ERROR)  # Orbax's restore chatter is not for end users.
   try:
     try:
-      model = load_model(args.weights, args.model, args.batch_size)
+      model = _load_model_saying_fallbacks(args)
     except UsageError as e:
       _tqdm_write(f"{PROG}: error: {e}")
       return 2
     return _run(args, files, model, error, num_failed=len(failures))
   finally:
     absl_logger.setLevel(level)
+
+
+def _load_model_saying_fallbacks(args: argparse.Namespace) -> Model:
+  """`load_model`, with a warning line on stderr for each stage loaded from an older checkpoint
+  than the newest (a damaged newest one): the user must hear that these are other weights."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", errors.CheckpointFallbackWarning)
+    model = load_model(args.weights, args.model, args.batch_size)
+  for w in caught:
+    if issubclass(w.category, errors.CheckpointFallbackWarning):
+      _tqdm_write(f"{PROG}: warning: {args.weights}: {w.message}")
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  return model
 
 
 def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
@@ -288,7 +333,9 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
 
       try:
         _check_outputs(outputs, inputs, planned, path, args.overwrite)
-        segment_file(path, model, outputs, args.channel, args.channel_axis, progress)
+        segment_file(path, model, outputs,
+                     Reading(args.channel, args.channel_axis, args.series), progress,
+                     note=lambda line: _tqdm_write(f"{PROG}: note: {path}: {line}"))
         done += 1
       except InputError as e:
         error(path, str(e))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import glob
 import os
 import pathlib
@@ -18,6 +19,8 @@ import secrets
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from spiralnet_jax.errors import one_line
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -32,13 +35,15 @@ class InputError(Exception):
   """A problem with one input file (reported, the run goes on, exit status 1)."""
 
 
-def one_line(error: BaseException) -> str:
-  """An exception as one line: its first non-empty line, else its type."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[0] if lines else type(error).__name__
-
-
 # --- inputs ----------------------------------------------------------------------------------
+
+
+def resolve(path: pathlib.Path) -> pathlib.Path:
+  """`path.resolve()`; InputError if it is a symlink loop."""
+  try:
+    return path.resolve()
+  except (RuntimeError, OSError) as e:  # RuntimeError before Python 3.13, OSError (ELOOP) after.
+    raise InputError("a symlink loop (it never reaches a file)") from e
 
 
 def _is_image_name(path: pathlib.Path) -> bool:
@@ -81,47 +86,105 @@ def find_inputs(specs: Sequence[str],
       failures.append((spec, "no such file or directory"))
       found = []
     for p in found:
-      key = p.resolve()
+      try:
+        key = resolve(p)
+      except InputError as e:
+        failures.append((str(p), str(e)))
+        continue
       if key not in seen:
         seen.add(key)
         files.append(p)
   return files, failures
 
 
-def read_image(path: pathlib.Path) -> np.ndarray:
-  """The pixel array of a TIFF (tifffile) or PNG / JPEG (Pillow via imageio) file."""
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+  """The pixels of one input file and what the file says about their axes."""
+
+  array: np.ndarray
+  # tifffile's axis letters, one per array axis: Y rows, X columns, S colour samples, C
+  # channels, Z / T / I planes, Q a TIFF axis the file does not name; "" when a file says none.
+  axes: str
+  note: Optional[str] = None  # Something the user should hear (e.g. which TIFF series was read).
+
+
+def read_image(path: pathlib.Path, series: Optional[int] = None) -> ImageFile:
+  """The pixels of a TIFF (tifffile; series `series`, default 0) or PNG / JPEG (Pillow) file."""
   suffix = path.suffix.lower()
   if suffix not in IMAGE_SUFFIXES:
     raise InputError(f"not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+  kind = "TIFF" if suffix in TIFF_SUFFIXES else suffix[1:].upper()
+  if series is not None and kind != "TIFF":
+    raise InputError(f"--series applies to TIFF files only; this is a {kind} file")
   try:
-    if suffix in TIFF_SUFFIXES:
-      import tifffile  # pylint: disable=g-import-not-at-top
-      return np.asarray(tifffile.imread(path))
-    import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-    return np.asarray(iio.imread(path, plugin="pillow"))
-  except (OSError, ValueError, RuntimeError, SyntaxError, EOFError, MemoryError) as e:
-    kind = "TIFF" if suffix in TIFF_SUFFIXES else suffix[1:].upper()
-    raise InputError(f"cannot read as {kind} (unreadable, truncated or not an image): "
-                     f"{one_line(e)}") from e
+    image = _read_tiff(path, series) if kind == "TIFF" else _read_pillow(path)
+  except InputError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     # tifffile / zlib / Pillow raise their own types (TiffFileError, zlib.error, ...).
-    raise InputError(f"cannot read (unreadable, truncated or not an image): "
+    raise InputError(f"cannot read as {kind} (unreadable, truncated or not an image): "
                      f"{one_line(e)}") from e
+  return image
 
 
-def select_channel(array: np.ndarray, channel: Optional[int],
-                   channel_axis: str = "auto") -> np.ndarray:
+def _read_tiff(path: pathlib.Path, series: Optional[int]) -> ImageFile:
+  """One series of a TIFF, with tifffile's names for its axes."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  with tifffile.TiffFile(path) as tif:
+    count = len(tif.series)
+    if not count:  # E.g. cut off before its first image directory (tifffile.imread gives (0,)).
+      raise InputError("cannot read as TIFF: the file holds no pixel data (truncated?)")
+    if series is not None and not 0 <= series < count:
+      raise InputError(f"--series {series} is out of range: the file holds {count} series")
+    chosen = tif.series[series or 0]
+    array = np.asarray(chosen.asarray())
+    note = None
+    if count > 1 and series is None:
+      shapes = ", ".join(str(tuple(s.shape)) for s in tif.series[:4])
+      note = (f"the file holds {count} series ({shapes}{', ...' if count > 4 else ''}); "
+              "segmented series 0 (pass --series N for another)")
+    return ImageFile(array, chosen.axes if len(chosen.axes) == array.ndim else "", note)
+
+
+def _read_pillow(path: pathlib.Path) -> ImageFile:
+  """A PNG / JPEG: always (H, W) or (H, W, C), so its channel axis is never guessed."""
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  array = np.asarray(iio.imread(path, plugin="pillow"))
+  return ImageFile(array, "YXS"[:array.ndim])
+
+
+def _channel_axis(shape: tuple[int, ...], axes: str, channel_axis: str) -> int:
+  """0 or -1: where the channels of a 3-D array are, from the flag, the file, or the sizes."""
+  if channel_axis != "auto":
+    return 0 if channel_axis == "first" else -1
+  if axes[1:] == "YX":  # The file's own 2-D planes are (Y, X): the other axis is the channel.
+    return 0
+  if axes[:2] == "YX":
+    return -1
+  # No file metadata (e.g. a NumPy array): an axis of at most 4 (grey, RGB, RGBA) beside two
+  # longer ones is the channel axis; anything else would be a guess, so ask.
+  small = [axis for axis in (0, -1) if shape[axis] <= 4 < min(np.delete(shape, axis))]
+  if len(small) == 1:
+    return small[0]
+  raise InputError(f"cannot tell which axis of shape {shape} holds the channels; pass "
+                   "--channel-axis first (C, H, W) or last (H, W, C)")
+
+
+def select_channel(array: np.ndarray, channel: Optional[int], channel_axis: str = "auto",
+                   axes: str = "") -> np.ndarray:
   """The 2-D image to segment: the array itself, or channel `channel` of a 3-D array.
 
   Size-1 leading or trailing axes (e.g. a 1-plane TIFF stack) are dropped first. A 3-D array
   needs `channel`; its channel axis is `channel_axis` ("first" (C, H, W), "last" (H, W, C)) or,
-  with "auto", the shorter of the two (ties: last).
+  with "auto", the one the file's `axes` place beside Y and X, else the only axis of at most 4
+  elements; when none of these decides, InputError (never a guess).
   """
   shape = array.shape
+  axes = axes if len(axes) == array.ndim else ""
   while array.ndim > 2 and array.shape[0] == 1:
-    array = array[0]
+    array, axes = array[0], axes[1:]
   while array.ndim > 2 and array.shape[-1] == 1:
-    array = array[..., 0]
+    array, axes = array[..., 0], axes[:-1]
   if array.ndim == 2:
     if channel not in (None, 0):
       raise InputError(f"image is 2-D {tuple(shape)}; it has no channel {channel}")
@@ -132,10 +195,7 @@ def select_channel(array: np.ndarray, channel: Optional[int],
   if channel is None:
     raise InputError(f"array of shape {tuple(shape)} is a 3-D stack or multi-channel (e.g. RGB) "
                      "image; pass --channel C to pick the channel to segment")
-  if channel_axis == "auto":
-    axis = 0 if array.shape[0] < array.shape[-1] else -1
-  else:
-    axis = 0 if channel_axis == "first" else -1
+  axis = _channel_axis(tuple(array.shape), axes, channel_axis)
   if not 0 <= channel < array.shape[axis]:
     raise InputError(f"--channel {channel} is out of range: shape {tuple(shape)} has "
                      f"{array.shape[axis]} channels on its {'first' if axis == 0 else 'last'} "
@@ -195,7 +255,8 @@ def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
 
 @contextlib.contextmanager
 def atomic_outputs():
-  """Collects (final path, temporary path) pairs; renames all on success, removes all on error."""
+  """Collects (final path, temporary path) pairs; on success all replace their final paths
+  together (or, if one rename fails, none does); the temporary files are removed either way."""
   pending: list[tuple[pathlib.Path, pathlib.Path]] = []
 
   def temp_for(final: pathlib.Path) -> pathlib.Path:
@@ -208,9 +269,34 @@ def atomic_outputs():
 
   try:
     yield temp_for
-    for final, temp in pending:
-      os.replace(temp, final)
+    _replace_all(pending)
   finally:
     for _, temp in pending:
       with contextlib.suppress(OSError):
         temp.unlink()
+
+
+def _replace_all(pending: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> None:
+  """Renames each temporary file onto its final path; if one rename fails, restores every old
+  file (kept aside as a hidden `.old` file until all renames are done)."""
+  moved: list[tuple[pathlib.Path, Optional[pathlib.Path]]] = []
+  try:
+    for final, temp in pending:
+      backup = None
+      if os.path.lexists(final):
+        backup = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
+        os.replace(final, backup)
+      moved.append((final, backup))
+      os.replace(temp, final)
+  except BaseException:
+    for final, backup in reversed(moved):
+      with contextlib.suppress(OSError):
+        if backup is None:
+          final.unlink(missing_ok=True)
+        else:
+          os.replace(backup, final)
+    raise
+  for _, backup in moved:
+    if backup is not None:
+      with contextlib.suppress(OSError):
+        backup.unlink()

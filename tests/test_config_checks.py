@@ -71,3 +71,22 @@ def test_train_py_refuses_bad_settings_a_file_workdir_and_missing_data_in_one_li
     assert len(lines) == 1 and reason in lines[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _leaves(config, prefix=""):
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def test_every_numeric_field_of_the_defaults_has_its_valid_range():
+  from spiralnet_jax import defaults  # pylint: disable=g-import-not-at-top
+  leaves = dict(_leaves(defaults.get_config()))
+  numeric = {name for name, value in leaves.items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool)}
+  assert numeric - set(config_checks.RANGES) == set()  # A new field needs its range.
+  assert set(config_checks.RANGES) - numeric == set()  # No range for a field that is gone.
+  strings = {name for name, value in leaves.items() if isinstance(value, str)}
+  assert set(config_checks.CHOICES) <= strings

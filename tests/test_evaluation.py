@@ -295,7 +295,7 @@ def _write_untrained_workdir(config, workdir, stages):
         train_state.abstract_state(stage, config))
     options = ocp.CheckpointManagerOptions(create=True)
     with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir, stage), options=options) as mngr:
-      mngr.save(1, args=ocp.args.StandardSave(state))
+      checkpoints.save(mngr, 1, state)
       mngr.wait_until_finished()
 
 

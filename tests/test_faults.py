@@ -137,6 +137,46 @@ def test_sigkill_mid_epoch_then_restart_equals_uninterrupted_run(tmp_path, refer
   assert untimed(_records(killed)) == untimed(_records(reference.workdir))
 
 
+# SIGKILL from a timer thread `delay` s after the batch of step `kill_at` (counted from this
+# run's start) is fetched: mid-step, mid-save or between them, wherever the delay falls.
+_TIMED_KILL_RUN = textwrap.dedent("""
+    import os, signal, sys, threading
+    from configs import test as test_config
+    from spiralnet_jax.training import input_pipeline
+    from spiralnet_jax.training import loop
+    config = test_config.get_config()
+    config.stages = ("scorer",)
+    config.scorer.epochs = 4
+    config.train.max_steps = {end}
+    config.train.checkpoint_every_steps = 1
+    kill_at, delay, calls = {kill_at}, {delay}, []
+    real_batch = input_pipeline.ScorerData.batch
+    def batch(self, items, rng, rows=slice(None)):
+      calls.append(None)
+      if len(calls) == kill_at:
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+      return real_batch(self, items, rng, rows)
+    input_pipeline.ScorerData.batch = batch
+    loop.train_and_evaluate(config, sys.argv[1])
+""")
+
+
+def test_several_sigkills_at_random_moments_then_resume_equals_uninterrupted_run(
+    tmp_path, reference):
+  end, rng = 13, __import__("random").Random(1234)
+  for _ in range(3):
+    script = _TIMED_KILL_RUN.format(end=end, kill_at=rng.randint(3, 5),
+                                    delay=round(rng.uniform(0.0, 0.1), 3))
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode in (-signal.SIGKILL, 0), proc.stderr[-2000:]
+  loop.train_and_evaluate(_config(max_steps=end, checkpoint_every_steps=1), tmp_path)
+  _assert_params_equal(tmp_path, reference(end))
+  untimed = lambda records: [{k: v for k, v in r.items() if k != "regions_per_s"}
+                             for r in records]
+  assert untimed(_records(tmp_path)) == untimed(_records(reference.workdir))
+
+
 def test_sigterm_saves_the_step_it_stopped_at_then_restart_equals_uninterrupted_run(
     tmp_path, reference):
   end, kill_at = 13, 7

@@ -199,7 +199,7 @@ def test_from_workdir_restores_the_latest_checkpoints(tmp_path):
       for step, scale in ((1, 0.0), (2, 1.0)):  # The latest (step 2) holds `params`.
         state = train_state.create_train_state(
             jax.tree.map(lambda x, s=scale: x * s, stage_params), tx)
-        mngr.save(step, args=ocp.args.StandardSave(state))
+        checkpoints.save(mngr, step, state)
       mngr.wait_until_finished()
   predictor = predict.Predictor.from_workdir(tmp_path)
   for got, want in ((predictor.scorer_params, params["scorer"]),

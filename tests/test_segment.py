@@ -47,7 +47,7 @@ def _config(features=4):
   return config
 
 
-def _save_stage(workdir, stage, config, seed):
+def _save_stage(workdir, stage, config, seed, step=1):
   """A checkpoint of fresh `stage` params, in the layout `checkpoints` restores."""
   abstract = train_state.abstract_state(stage, config)
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
@@ -56,7 +56,7 @@ def _save_stage(workdir, stage, config, seed):
   state = state.replace(params=init(jax.random.key(seed, impl="rbg")))
   with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir, stage),
                              options=ocp.CheckpointManagerOptions(create=True)) as mngr:
-    mngr.save(1, args=ocp.args.StandardSave(state))
+    checkpoints.save(mngr, step, state)
     mngr.wait_until_finished()
 
 

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import tensorboardX
 
+from spiralnet_jax import defaults
 from spiralnet_jax.training.errors import ConfigMismatchError
 
 
@@ -72,9 +73,11 @@ def check_and_write_config(config: ml_collections.ConfigDict, workdir: pathlib.P
   path = workdir / "config.json"
   if path.is_file():
     try:
-      changes = config_changes(json.loads(path.read_text()), new)
-    except json.JSONDecodeError as e:
-      changes = [f"config.json unreadable ({e})"]
+      saved = json.loads(path.read_text())
+      defaults.upgrade_config(saved)  # Refuses what train.py never wrote ({}, a list, ...).
+      changes = config_changes(saved, new)
+    except ValueError as e:  # json.JSONDecodeError is one too.
+      changes = [f"config.json is not a config train.py wrote ({e})"]
     if changes:
       listed = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
                                          else "")

@@ -21,7 +21,7 @@ and over fixed-size batches.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -220,12 +220,9 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
     connected_only: keep only the central components of a moved piece that touch its parent's
       object (shifted into the new frame); see `keep_connected`.
 
-  Returns:
-    Pieces (origins, (P', h, w) central probabilities, object ids), `first` in front.
+  Returns Pieces (origins, (P', h, w) central probabilities, object ids), `first` in front.
   """
   image = np.asarray(image, np.float32)
-  h, w = geom.shape
-  cy, cx = geom.centre
   first_probs = np.asarray(first.probs, np.float32)
   if first_probs.ndim == 3:
     first_probs = np.concatenate([first_probs[..., None], np.zeros(first_probs.shape + (2,),
@@ -235,11 +232,11 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
   all_probs = [first_probs[..., 0]]
   if max_moves <= 0 or all_ids[0].size == 0:
     return _as_pieces(all_origins, all_probs, all_ids)
-
   # Each move shifts a region by less than its size, so this padding keeps every region that
   # `max_moves` rounds can reach inside the padded image.
-  reach = max_moves * max(h, w)
-  pad = int(max(0, -all_origins[0].min(), (all_origins[0] + [h, w] - image.shape).max()) + reach)
+  reach = max_moves * max(geom.shape)
+  pad = int(max(0, -all_origins[0].min(), (all_origins[0] + geom.shape - image.shape).max())
+            + reach)
   padded = regions.reflect_pad(image, pad)
 
   unique_ids, object_index = np.unique(all_ids[0], return_inverse=True)
@@ -249,32 +246,12 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
   front = (all_origins[0], first_probs, object_index, np.full(all_ids[0].size, _NO_EDGE))
   for _ in range(max_moves):
     f_origins, f_probs, f_obj, f_back = front
-    touches, new_origins, counts = edge_moves(f_probs[..., 0] > threshold, f_origins,
-                                              image.shape, geom)
-    returning = f_back != _NO_EDGE
-    touches[np.nonzero(returning)[0], f_back[returning]] = False
-    parent, edge = np.nonzero(touches)
-    if parent.size == 0:
+    moves = _chosen_moves(edge_moves(f_probs[..., 0] > threshold, f_origins, image.shape, geom),
+                          f_obj, f_back, np.concatenate(all_origins), np.concatenate(all_obj),
+                          budget, geom)
+    if moves is None:
       break
-    objects = f_obj[parent]
-    origins = new_origins[parent, edge]
-    crossing = counts[parent, edge]
-    order = np.nonzero(~_in_central_area(origins + [cy, cx], objects, np.concatenate(all_origins),
-                                         np.concatenate(all_obj), geom))[0]
-    # Largest crossings first within an object (ties: frontier order, top/bottom/left/right).
-    order = order[np.lexsort((-crossing[order], objects[order]))]
-    # Two pieces of one object may propose the same region: keep the first.
-    _, first_of = np.unique(np.stack([objects[order], origins[order, 0], origins[order, 1]], 1),
-                            axis=0, return_index=True)
-    order = order[np.sort(first_of)]  # Still grouped by object.
-    obj = objects[order]
-    rank = np.arange(obj.size) - np.searchsorted(obj, obj)
-    order = order[rank < budget[obj]]
-    if order.size == 0:
-      break
-    np.subtract.at(budget, objects[order], 1)
-
-    parent, edge, objects, origins = parent[order], edge[order], objects[order], origins[order]
+    parent, edge, objects, origins = moves
     seeds = shift_masks(f_probs[parent], origins - f_origins[parent])
     probs = run_batched(segment_fn, crop_regions(padded, pad, origins, geom), seeds, batch_size)
     if connected_only:
@@ -285,6 +262,43 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
     all_obj.append(objects)
     front = (origins, probs, objects, _OPPOSITE[edge])
   return _as_pieces(all_origins, all_probs, all_ids)
+
+
+def _chosen_moves(proposed: tuple[np.ndarray, np.ndarray, np.ndarray], f_obj: np.ndarray,
+                  f_back: np.ndarray, seen_origins: np.ndarray, seen_obj: np.ndarray,
+                  budget: np.ndarray, geom: regions.RegionGeometry
+                  ) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+  """(parent, edge, object, origin) of this round's moves, or None; spends `budget` in place.
+
+  `proposed` is `edge_moves` of the frontier. A move back through the edge a piece came from is
+  dropped, and so is one whose region's centre lies in the central area of a piece its object
+  already has; within an object the largest crossings go first (ties: frontier order, then top /
+  bottom / left / right), one region per object once, at most `budget[object]` moves.
+  """
+  touches, new_origins, counts = proposed
+  returning = f_back != _NO_EDGE
+  touches[np.nonzero(returning)[0], f_back[returning]] = False
+  cy, cx = geom.centre
+  parent, edge = np.nonzero(touches)
+  if parent.size == 0:
+    return None
+  objects = f_obj[parent]
+  origins = new_origins[parent, edge]
+  crossing = counts[parent, edge]
+  order = np.nonzero(~_in_central_area(origins + [cy, cx], objects, seen_origins, seen_obj,
+                                       geom))[0]
+  order = order[np.lexsort((-crossing[order], objects[order]))]
+  # Two pieces of one object may propose the same region: keep the first.
+  _, first_of = np.unique(np.stack([objects[order], origins[order, 0], origins[order, 1]], 1),
+                          axis=0, return_index=True)
+  order = order[np.sort(first_of)]  # Still grouped by object.
+  obj = objects[order]
+  rank = np.arange(obj.size) - np.searchsorted(obj, obj)
+  order = order[rank < budget[obj]]
+  if order.size == 0:
+    return None
+  np.subtract.at(budget, objects[order], 1)
+  return parent[order], edge[order], objects[order], origins[order]
 
 
 def _as_pieces(origins: list[np.ndarray], probs: list[np.ndarray],

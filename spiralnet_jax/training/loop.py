@@ -359,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: PathLike) -> 
     raise config_checks.ConfigError(f"--workdir {workdir} exists and is not a directory")
   try:
     train_examples = data_lib.load_examples(config.data, config.data.train_split)
-    val_examples = data_lib.load_examples(config.data, "validation")
+    val_examples = data_lib.load_examples(config.data, config.data.validation_split)
   except (FileNotFoundError, NotADirectoryError) as e:
     raise errors.DataError(str(e)) from e
   workdir.mkdir(parents=True, exist_ok=True)

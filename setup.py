@@ -30,6 +30,6 @@ setuptools.setup(
         "matplotlib",
         "tensorboardX",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["spiralnet-segment = spiralnet_jax.segment:main"]},
 )

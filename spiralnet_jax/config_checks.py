@@ -20,7 +20,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "data.max_images": (0, INF, True),
     "data.synthetic_num_train": (1, INF, True),
     "data.synthetic_num_eval": (1, INF, True),
-    "data.synthetic_touch_probability": (0, 1, False),
+    "data.synthetic_touch_probability": (0, 1, False), "data.nucleus_diameter": (0, INF, False),
     "regions.height": (1, INF, True), "regions.width": (1, INF, True),
     "regions.stride": (1, INF, True), "regions.pad": (0, INF, True),
     "regions.score_window": (1, INF, True),

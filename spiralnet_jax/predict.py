@@ -54,6 +54,7 @@ from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
+from spiralnet_jax import scale
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import seeding
 from spiralnet_jax import segmenter as segmenter_lib
@@ -91,13 +92,9 @@ class Predictor:
   @classmethod
   def from_workdir(cls, workdir: PathLike,
                    config: Optional[ml_collections.ConfigDict] = None) -> "Predictor":
-    """Restores the latest scorer and segmenter checkpoints written by training in `workdir`.
-
-    The config defaults to `<workdir>/config.json`, which training writes.
-    """
+    """The newest scorer and segmenter checkpoints of a train.py `workdir` (config: its own)."""
     workdir = pathlib.Path(workdir)
-    if config is None:
-      config = checkpoints.load_config(workdir)
+    config = checkpoints.load_config(workdir) if config is None else config
     return cls.from_params(config, checkpoints.load_params(workdir, "scorer", config),
                            checkpoints.load_params(workdir, "segmenter", config))
 
@@ -185,12 +182,8 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
 
 def _prediction_geom(predictor: Predictor,
                      stride: Optional[int] = None) -> regions_lib.RegionGeometry:
-  """The region geometry at the prediction stride (or at `stride`).
-
-  Prediction may cut regions on a denser grid than training: a nucleus that no 16-px grid point
-  lands on is never any region's central object (thesis §3.1: overlapping crops at prediction).
-  Scorer and segmenter are indifferent to the stride.
-  """
+  """The region geometry at the prediction stride (or at `stride`); the networks are indifferent
+  to it (thesis §3.1: overlapping crops at prediction)."""
   stride = int(predictor.config.predict.stride if stride is None else stride)
   return dataclasses.replace(predictor.geom, stride=stride)
 
@@ -202,11 +195,8 @@ def _stripe_rows(config: ml_collections.ConfigDict) -> int:
 def score_grid(predictor: Predictor, image: np.ndarray,
                stride: Optional[int] = None) -> np.ndarray:
   """(rows, cols) scores of every region of a prepared image on the grid of `stride` px
-  (default `predict.stride`, the prediction grid).
-
-  Scored in stripes of `predict.stripe_rows` grid rows (each its own padded window of the image),
-  so the padded image never exists whole.
-  """
+  (default `predict.stride`), in stripes of `predict.stripe_rows` grid rows (each its own padded
+  window of the image, so the padded image never exists whole)."""
   geom = _prediction_geom(predictor, stride)
   config = predictor.config
   bucket = int(config.predict.shape_bucket)
@@ -374,13 +364,19 @@ def empty_masks(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = None,
-            prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            prepared: bool = False,
+            diameter: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
   """(semantic bool (H, W), instances int32 (H, W)) of an image of any size and dtype.
 
   Streamed (see the module doc); `progress(done, total)` follows the selected regions.
   `prepared`: the image is already `prepare_image`'s output (saves normalising it twice).
+  `diameter`: its nuclei's size in px; the image is rescaled to the training data's
+  (`spiralnet_jax.scale`), the masks brought back to (H, W). None: no rescaling.
   """
   image = image if prepared else prepare_image(image, percentiles(predictor.config))
+  if diameter is not None:
+    return scale.at_diameter(lambda x: predict(predictor, x, progress, prepared=True), image,
+                             diameter, predictor.config.data.nucleus_diameter)
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
     return empty_masks(image.shape)
   cfg = predictor.config.assembly
@@ -390,11 +386,13 @@ def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = Non
   return assembly.assemble_claims_from_config(claimed, shape, cfg)
 
 
-def predict_instances(predictor: Predictor, image: Any) -> np.ndarray:
-  """int32 (H, W) instance labels, 0 = background, ids 1..N."""
-  return predict(predictor, image)[1]
+def predict_instances(predictor: Predictor, image: Any,
+                      diameter: Optional[float] = None) -> np.ndarray:
+  """int32 (H, W) instance labels, 0 = background, ids 1..N (`predict`'s `diameter`)."""
+  return predict(predictor, image, diameter=diameter)[1]
 
 
-def predict_semantic(predictor: Predictor, image: Any) -> np.ndarray:
-  """bool (H, W) foreground mask."""
-  return predict(predictor, image)[0]
+def predict_semantic(predictor: Predictor, image: Any,
+                     diameter: Optional[float] = None) -> np.ndarray:
+  """bool (H, W) foreground mask (`predict`'s `diameter`)."""
+  return predict(predictor, image, diameter=diameter)[0]

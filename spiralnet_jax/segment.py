@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from spiralnet_jax import errors
+from spiralnet_jax import scale
 from spiralnet_jax import segment_io
 from spiralnet_jax.segment_io import InputError
 
@@ -65,6 +66,7 @@ class Model:
   name: str
   predict: Callable[..., tuple[np.ndarray, np.ndarray]]
   percentiles: tuple[float, float]  # The normalisation the model was trained with.
+  nucleus_diameter: float  # Of the training data (px): what --diameter rescales to.
 
 
 def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model:
@@ -100,10 +102,12 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
     if model == "spiralnet":
       predictor = predict.Predictor.from_workdir(workdir, config)
       return Model(model, lambda image, progress=None: predict.predict(
-          predictor, image, progress, prepared=True), predict.percentiles(config))
+          predictor, image, progress, prepared=True), predict.percentiles(config),
+                   float(config.data.nucleus_diameter))
     unet = unet_predict.UNetPredictor.from_workdir(workdir, config)
     return Model(model, lambda image, progress=None: unet_predict.predict_unet(
-        unet, image, progress, prepared=True), predict.percentiles(config))
+        unet, image, progress, prepared=True), predict.percentiles(config),
+                 float(config.data.nucleus_diameter))
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f"{workdir}: cannot load the {model} weights: {segment_io.one_line(e)}") from e
 
@@ -121,7 +125,8 @@ def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
   if batch_size > 0:
     predictor.config.predict.region_batch_size = batch_size
   return Model(model, lambda image, progress=None: predict.predict(
-      predictor, image, progress, prepared=True), predict.percentiles(predictor.config))
+      predictor, image, progress, prepared=True), predict.percentiles(predictor.config),
+               float(predictor.config.data.nucleus_diameter))
 
 
 # --- the program ---------------------------------------------------------------------------
@@ -171,11 +176,12 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
 
 @dataclasses.dataclass(frozen=True)
 class Reading:
-  """How to read the inputs: which TIFF series, which channel on which axis."""
+  """How to read the inputs: which TIFF series, which channel on which axis, what size."""
 
   channel: Optional[int] = None
   channel_axis: str = "auto"
   series: Optional[int] = None
+  diameter: Optional[float] = None  # Of the image's nuclei (px); None: not rescaled.
 
 
 def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Path],
@@ -192,7 +198,12 @@ def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
     image = predict.prepare_image(raw, model.percentiles)
   except ValueError as e:
     raise InputError(segment_io.one_line(e)) from e
-  semantic, instances = model.predict(image, progress if image.size >= BIG_IMAGE_PIXELS else None)
+  bar = progress if image.size >= BIG_IMAGE_PIXELS else None
+  if reading.diameter is None:
+    semantic, instances = model.predict(image, bar)
+  else:
+    semantic, instances = scale.at_diameter(lambda x: model.predict(x, bar), image,
+                                            reading.diameter, model.nucleus_diameter)
   count = int(instances.max(initial=0))
   try:
     with segment_io.atomic_outputs() as temp_for:
@@ -242,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--series", type=int, default=None, metavar="N",
                       help="the series to read from a TIFF that holds several (default 0, "
                       "with a note naming the others)")
+  parser.add_argument("--diameter", type=float, default=None, metavar="PX",
+                      help="the typical nucleus diameter in your images (px): they are "
+                      "rescaled so their nuclei match the training data's (28.25 px for the "
+                      "shipped BBBC039 model), and the labels brought back to the input's "
+                      "shape (default: no rescaling)")
   parser.add_argument("--batch-size", type=int, default=0, metavar="N",
                       help="regions per segmenter call (bounds memory; default: the workdir "
                       "config's predict.region_batch_size)")
@@ -286,6 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     try:
       model = _load_model_saying_fallbacks(args)
+      if args.diameter is not None:
+        _check_diameter(args.diameter, model)
     except UsageError as e:
       _tqdm_write(f"{PROG}: error: {e}")
       return 2
@@ -306,6 +324,14 @@ def _load_model_saying_fallbacks(args: argparse.Namespace) -> Model:
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   return model
+
+
+def _check_diameter(diameter: float, model: Model) -> None:
+  """UsageError unless the model can be run at `diameter`."""
+  try:
+    scale.scale_factor(diameter, model.nucleus_diameter)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
 
 
 def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
@@ -334,7 +360,8 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
       try:
         _check_outputs(outputs, inputs, planned, path, args.overwrite)
         segment_file(path, model, outputs,
-                     Reading(args.channel, args.channel_axis, args.series), progress,
+                     Reading(args.channel, args.channel_axis, args.series, args.diameter),
+                     progress,
                      note=lambda line: _tqdm_write(f"{PROG}: note: {path}: {line}"))
         done += 1
       except InputError as e:

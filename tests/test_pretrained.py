@@ -14,6 +14,7 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import predict
 from spiralnet_jax import pretrained
+from spiralnet_jax import scale
 from spiralnet_jax import segment
 
 # Measured with the shipped weights on the 2 bundled test fields (pooled over both): the
@@ -97,3 +98,28 @@ def test_segment_command_uses_the_shipped_weights_without_flags(tmp_path, test_f
   labels = tifffile.imread(tmp_path / "field_labels.tif")
   want = predict.predict_instances(predict.Predictor.pretrained(), image)
   np.testing.assert_array_equal(labels, want)
+
+
+def _resized_field(example, factor):
+  """A bundled field and its labels magnified by `factor` (image anti-aliased, labels nearest)."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  shape = scale.rescaled_shape(example.image.shape, factor)
+  image = transform.resize(example.image.astype(np.float64), shape, order=1,
+                           anti_aliasing=factor < 1, preserve_range=True)
+  return image.astype(np.float32), scale.resize_nearest(example.labels, shape)
+
+
+def test_diameter_segments_fields_at_half_and_double_size_about_as_well(predictor, test_fields):
+  reference = predictor.config.data.nucleus_diameter
+  assert reference == 28.25  # Measured on BBBC039's training labels (scale.median_diameter).
+  original = [(ex.labels, predict.predict_instances(predictor, ex.image)) for ex in test_fields]
+  f1 = float(metrics.instance_scores(original)["f1"][0])
+  for factor in (0.5, 2.0):
+    pairs = []
+    for ex in test_fields:
+      image, labels = _resized_field(ex, factor)
+      got = predict.predict_instances(predictor, image, diameter=reference * factor)
+      assert got.shape == labels.shape
+      pairs.append((labels, got))
+    scaled = float(metrics.instance_scores(pairs)["f1"][0])
+    assert abs(scaled - f1) <= 0.03, (factor, scaled, f1)

@@ -427,3 +427,19 @@ def test_negative_batch_size_is_refused_with_the_range_that_is_accepted(tmp_path
   assert code == 2
   assert lines == ["spiralnet-segment: error: --batch-size: must be ≥ 1 (or 0, the default: the "
                    "model's own batch size)"]
+
+
+def test_diameter_rescales_the_image_and_returns_labels_of_its_shape(workdir, tmp_path, capsys):
+  tifffile.imwrite(tmp_path / "a.tif", _image(0))
+  code, lines = _run(capsys, tmp_path / "a.tif", "--weights", workdir, "--diameter", "14.125")
+  assert code == 0 and not _errors(lines)
+  predictor = predict.Predictor.from_workdir(workdir)
+  want = predict.predict_instances(predictor, _image(0), diameter=14.125)  # Magnified ×2.
+  np.testing.assert_array_equal(tifffile.imread(tmp_path / "a_labels.tif"), want)
+  assert want.shape == SHAPE
+  for value, reason in (("1", "--diameter 1 is too far from the model's 28.25 px (accepted: "
+                               "3.53125 to 226 px)"),
+                        ("-2", "--diameter must be a positive number of pixels, got -2.0")):
+    code, lines = _run(capsys, tmp_path / "a.tif", "--weights", workdir, "--diameter", value,
+                       "--overwrite")
+    assert code == 2 and lines == [f"{ERROR}{reason}"], lines

@@ -28,8 +28,10 @@ from spiralnet_jax.training.errors import ConfigMismatchError
 # stop, which stages to train, settings used only after training, where the same data lives, and
 # epoch counts (batch order depends on (seed, stage, epoch) only, so under a constant learning
 # rate more epochs extend the same run; `config_changes` refuses them under a decaying one).
+# data.eval_splits was never read and is gone; workdirs whose config.json has it still resume.
 RESUMABLE_FIELDS = (
-    "stages", "data.data_dir", "data.tfds_data_dir", "data.eval_splits",
+    "stages", "data.data_dir", "data.tfds_data_dir", "data.validation_split", "data.eval_splits",
+    "data.nucleus_diameter",
     "scorer.epochs", "segmenter.epochs", "unet.epochs",
     "train.log_every_steps", "train.checkpoint_every_epochs", "train.checkpoint_every_steps",
     "train.max_to_keep", "train.eval_every_epochs", "train.max_steps", "train.max_eval_regions",

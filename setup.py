@@ -21,6 +21,7 @@ setuptools.setup(
         "scipy",
         "scikit-image",
         "tifffile",
+        "roifile",
         "imageio",
         "absl-py",
         "tensorflow-datasets",

@@ -5,8 +5,10 @@
 
 Per input `<stem>.<ext>` it writes `<stem>_labels.tif` (uint16 instance ids, uint32 past 65,535
 nuclei; 0 = background) and `<stem>_nuclei.csv` (one row per nucleus, measured on the raw input
-with scikit-image); `--save-semantic` adds `<stem>_semantic.tif` (uint8, 255 = nucleus) and
-`--save-overlay` `<stem>_overlay.png`. With `--mode semantic` only the semantic mask is written.
+with scikit-image); `--save-semantic` adds `<stem>_semantic.tif` (uint8, 255 = nucleus),
+`--save-overlay` `<stem>_overlay.png` and `--save-rois` `<stem>_rois.zip` (one ImageJ / Fiji
+polygon ROI per nucleus, named by its label id). With `--mode semantic` only the semantic mask
+is written.
 
 Bad input never becomes a silent wrong mask: every problem with one file is one line on stderr,
 `spiralnet-segment: error: <file>: <reason>`, the other files go on, and the exit status is 1
@@ -133,14 +135,14 @@ def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
 
 
 def output_paths(path: pathlib.Path, output_dir: Optional[pathlib.Path], mode: str,
-                 save_semantic: bool, save_overlay: bool) -> dict[str, pathlib.Path]:
-  """{kind: path} of what one input produces (`<stem>_labels.tif`, ...)."""
+                 extras: Sequence[str] = ()) -> dict[str, pathlib.Path]:
+  """{kind: path} of what one input produces (`<stem>_labels.tif`, ...); `extras`: the optional
+  kinds asked for ("semantic", "overlay", "rois"; semantic mode: the overlay only)."""
   folder = output_dir if output_dir is not None else path.parent
   if mode == "semantic":
-    kinds = ["semantic"] + (["overlay"] if save_overlay else [])
+    kinds = ["semantic"] + [k for k in ("overlay",) if k in extras]
   else:
-    kinds = (["labels", "csv"] + (["semantic"] if save_semantic else [])
-             + (["overlay"] if save_overlay else []))
+    kinds = ["labels", "csv"] + [k for k in ("semantic", "overlay", "rois") if k in extras]
   return {kind: folder / f"{path.stem}{segment_io.OUTPUT_SUFFIXES[kind]}" for kind in kinds}
 
 
@@ -219,6 +221,8 @@ def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
         segment_io.write_png(temp_for(outputs["overlay"]), np.round(rgb * 255).astype(np.uint8))
       if "csv" in outputs:
         segment_io.write_csv(temp_for(outputs["csv"]), segment_io.measurements(instances, raw))
+      if "rois" in outputs:
+        segment_io.write_rois(temp_for(outputs["rois"]), instances)
   except OSError as e:
     raise InputError(f"cannot write outputs: {segment_io.one_line(e)}") from e
   return count if "labels" in outputs else int(semantic.sum() > 0)
@@ -263,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "config's predict.region_batch_size)")
   parser.add_argument("--save-semantic", action="store_true",
                       help="also write <stem>_semantic.tif (uint8, 255 = nucleus)")
+  parser.add_argument("--save-rois", action="store_true",
+                      help="also write <stem>_rois.zip: one ImageJ / Fiji polygon ROI per "
+                      "nucleus, named by its label id (instance mode)")
   parser.add_argument("--save-overlay", action="store_true",
                       help="also write <stem>_overlay.png (nuclei tinted over the image)")
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -345,8 +352,8 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
             dynamic_ncols=True) as bar:
     for path in bar:
       bar.set_postfix_str(path.name, refresh=False)
-      outputs = output_paths(path, args.output_dir, args.mode, args.save_semantic,
-                             args.save_overlay)
+      extras = [kind for kind in ("semantic", "overlay", "rois") if getattr(args, f"save_{kind}")]
+      outputs = output_paths(path, args.output_dir, args.mode, extras)
       region_bar = None
 
       def progress(count: int, total: int) -> None:

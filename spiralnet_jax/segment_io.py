@@ -26,7 +26,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 # What this program writes, by output kind; a folder or glob never picks these up as inputs.
 OUTPUT_SUFFIXES = {"labels": "_labels.tif", "semantic": "_semantic.tif",
-                   "overlay": "_overlay.png", "csv": "_nuclei.csv"}
+                   "overlay": "_overlay.png", "csv": "_nuclei.csv", "rois": "_rois.zip"}
 CSV_FIELDS = ("label", "area", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col",
               "bbox_max_row", "bbox_max_col", "mean_intensity")
 
@@ -251,6 +251,39 @@ def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
     writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
+
+
+def instance_polygons(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+  """(label id, (N, 2) float (x, y) outline) per instance, in ImageJ's pixel coordinates.
+
+  The outline is the 0.5 iso-line of the instance's mask (skimage.measure.find_contours, the
+  longest one: the outer boundary), which passes between the centres of the pixels inside and
+  outside, so filling the polygon gives back the mask (holes filled). ImageJ puts pixel (0, 0)'s
+  corner at (0, 0) and its centre at (0.5, 0.5), scikit-image its centre at (0, 0): +0.5.
+  """
+  from skimage import measure  # pylint: disable=g-import-not-at-top
+  out = []
+  for region in measure.regionprops(np.asarray(labels)):
+    top, left = region.bbox[:2]
+    mask = np.pad(region.image, 1)
+    contours = measure.find_contours(mask.astype(np.float32), 0.5, fully_connected="high")
+    outline = max(contours, key=len)
+    out.append((int(region.label),
+                np.stack([outline[:, 1] + left - 0.5, outline[:, 0] + top - 0.5], axis=1)))
+  return out
+
+
+def write_rois(path: pathlib.Path, labels: np.ndarray) -> None:
+  """Writes one ImageJ / Fiji polygon ROI per instance (named by its label id) as a ROI zip."""
+  import roifile  # pylint: disable=g-import-not-at-top
+  rois = [roifile.ImagejRoi.frompoints(points, name=str(label))
+          for label, points in instance_polygons(labels)]
+  path.unlink(missing_ok=True)  # A zip is replaced, never appended to.
+  if rois:
+    roifile.roiwrite(path, rois, mode="w")
+  else:
+    import zipfile  # pylint: disable=g-import-not-at-top
+    zipfile.ZipFile(path, "w").close()  # No nuclei: an empty ROI set, still a zip.
 
 
 @contextlib.contextmanager

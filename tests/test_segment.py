@@ -443,3 +443,46 @@ def test_diameter_rescales_the_image_and_returns_labels_of_its_shape(workdir, tm
     code, lines = _run(capsys, tmp_path / "a.tif", "--weights", workdir, "--diameter", value,
                        "--overwrite")
     assert code == 2 and lines == [f"{ERROR}{reason}"], lines
+
+
+def _filled_rois(path, shape):
+  """{ROI name: filled mask} of a ROI zip read back with roifile (pixel centres at +0.5)."""
+  import roifile  # pylint: disable=g-import-not-at-top
+  from skimage import draw  # pylint: disable=g-import-not-at-top
+  masks = {}
+  for roi in roifile.roiread(path):
+    points = roi.coordinates() - 0.5
+    mask = np.zeros(shape, bool)
+    mask[draw.polygon(points[:, 1], points[:, 0], shape)] = True
+    masks[roi.name] = mask
+  return masks
+
+
+def test_rois_round_trip_to_the_labels_and_replace_an_old_zip(workdir, tmp_path, capsys):
+  tifffile.imwrite(tmp_path / "a.tif", _image(0))
+  (tmp_path / "a_rois.zip").write_bytes(b"an old zip, not ours")
+  code, lines = _run(capsys, tmp_path / "a.tif", "--weights", workdir, "--save-rois",
+                     "--overwrite")
+  assert code == 0 and not _errors(lines)
+  labels = tifffile.imread(tmp_path / "a_labels.tif")
+  masks = _filled_rois(tmp_path / "a_rois.zip", labels.shape)
+  ids = [i for i in np.unique(labels) if i]
+  assert ids and sorted(masks) == sorted(str(i) for i in ids)  # Names are the label ids.
+  for i in ids:
+    truth, got = labels == i, masks[str(i)]
+    assert (truth & got).sum() / (truth | got).sum() >= 0.95, i
+
+
+def test_rois_of_hand_made_shapes_fill_back_exactly():
+  labels = np.zeros((30, 40), np.int32)
+  labels[2:9, 3:12] = 4  # A rectangle.
+  yy, xx = np.mgrid[:30, :40]
+  labels[(yy - 20) ** 2 + (xx - 25) ** 2 <= 36] = 9  # A disk of radius 6.
+  labels[25, 2] = 2  # One pixel.
+  polygons = dict(segment_io.instance_polygons(labels))
+  assert sorted(polygons) == [2, 4, 9]
+  from skimage import draw  # pylint: disable=g-import-not-at-top
+  for label, points in polygons.items():
+    filled = np.zeros(labels.shape, bool)
+    filled[draw.polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, labels.shape)] = True
+    np.testing.assert_array_equal(filled, labels == label)

@@ -75,7 +75,7 @@ def test_any_array_gives_labels_of_its_plane_or_one_clear_error(model, example):
       tifffile.imwrite(path, array)
     except Exception:  # pylint: disable=broad-except
       reject()  # No such file can exist (tifffile cannot write it): nothing to segment.
-    outputs = segment.output_paths(path, None, "instance", False, False)
+    outputs = segment.output_paths(path, None, "instance")
     try:
       segment.segment_file(path, model, outputs, reading)
     except segment_io.InputError as e:

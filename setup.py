@@ -22,6 +22,7 @@ setuptools.setup(
         "scikit-image",
         "tifffile",
         "roifile",
+        "imagecodecs",
         "imageio",
         "absl-py",
         "tensorflow-datasets",

@@ -146,10 +146,28 @@ def _read_tiff(path: pathlib.Path, series: Optional[int]) -> ImageFile:
     return ImageFile(array, chosen.axes if len(chosen.axes) == array.ndim else "", note)
 
 
+def _png_header(path: pathlib.Path) -> tuple[int, int]:
+  """(bit depth, colour type) from a PNG's IHDR chunk; (0, -1) if the file is not a PNG."""
+  with open(path, "rb") as f:
+    head = f.read(26)
+  if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+    return 0, -1
+  return head[24], head[25]
+
+
 def _read_pillow(path: pathlib.Path) -> ImageFile:
-  """A PNG / JPEG: always (H, W) or (H, W, C), so its channel axis is never guessed."""
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  array = np.asarray(iio.imread(path, plugin="pillow"))
+  """A PNG / JPEG: always (H, W) or (H, W, C), so its channel axis is never guessed.
+
+  16-bit colour PNGs are decoded by imagecodecs: Pillow would reduce them to 8 bits (and the
+  CSV's intensities would be in other units than the file's).
+  """
+  depth, colour = _png_header(path) if path.suffix.lower() == ".png" else (0, -1)
+  if depth == 16 and colour in (2, 4, 6):  # RGB, grey + alpha, RGBA.
+    import imagecodecs  # pylint: disable=g-import-not-at-top
+    array = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+  else:
+    import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+    array = np.asarray(iio.imread(path, plugin="pillow"))
   return ImageFile(array, "YXS"[:array.ndim])
 
 

@@ -264,3 +264,20 @@ def test_a_config_json_train_py_did_not_write_is_one_line_everywhere(text, reaso
   with pytest.raises(errors.TrainingError, match=r"config.json is not a config train.py wrote"):
     workdir_lib.check_and_write_config(_config(), bad)
   assert (bad / "config.json").read_text() == text  # Refused, not overwritten.
+
+
+def test_16_bit_colour_pngs_keep_their_16_bits(workdir, tmp_path, capsys):
+  import imagecodecs  # pylint: disable=g-import-not-at-top
+  rgb = np.stack([_image(0), _image(1), _image(2)], axis=-1).astype(np.uint16) * 16  # > 255.
+  (tmp_path / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb))
+  read = segment_io.read_image(tmp_path / "rgb16.png")
+  assert read.array.dtype == np.uint16 and read.axes == "YXS"
+  np.testing.assert_array_equal(read.array, rgb)  # Pillow gave uint8: the top 8 bits.
+  code, lines = _run(capsys, tmp_path / "rgb16.png", "--weights", workdir, "--channel", "1")
+  assert code == 0 and not _errors(lines)
+  rows = (tmp_path / "rgb16_nuclei.csv").read_text().splitlines()[1:]
+  labels = tifffile.imread(tmp_path / "rgb16_labels.tif")
+  assert rows  # The CSV's intensities are in the file's own units:
+  first = rows[0].split(",")
+  assert float(first[-1]) == pytest.approx(rgb[..., 1][labels == int(first[0])].mean())
+  np.testing.assert_array_equal(labels, _labels_of(workdir, rgb[..., 1]))

@@ -9,7 +9,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["spiralnet_jax", "spiralnet_jax.*"]),
-    package_data={"spiralnet_jax": ["data/sample/*", "data/sample/*/*", "weights/*/*"]},
+    package_data={"spiralnet_jax": ["data/sample/*", "data/sample/*/*", "weights/*/*",
+                                    "napari.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
@@ -32,6 +33,9 @@ setuptools.setup(
         "matplotlib",
         "tensorboardX",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
-    entry_points={"console_scripts": ["spiralnet-segment = spiralnet_jax.segment:main"]},
+    extras_require={"test": ["pytest", "hypothesis"],
+                    # The napari plugin (spiralnet_jax/napari.yaml) and its offscreen test.
+                    "napari": ["napari[pyqt5]", "magicgui"]},
+    entry_points={"console_scripts": ["spiralnet-segment = spiralnet_jax.segment:main"],
+                  "napari.manifest": ["spiralnet_jax = spiralnet_jax:napari.yaml"]},
 )

@@ -21,7 +21,8 @@ TRAINING = ("spiralnet_jax.training", "spiralnet_jax.train_lib")
 INFERENCE = ("predict", "segment", "evaluation", "continuation", "assembly", "regions", "scorer",
              "segmenter", "spiral", "unet", "metrics", "figures", "data", "pretrained",
              "classical", "checkpoints", "stages", "unet_predict", "segment_io", "reports",
-             "step_net", "train_state", "errors", "conv", "defaults", "cli")
+             "step_net", "train_state", "errors", "conv", "defaults", "cli", "seeding", "scale",
+             "napari_plugin")
 MAX_LINES = 400
 
 

@@ -9,17 +9,18 @@ same outputs:
   * "cropped": only the (n + 2r) x (n + 2r) window the block depends on (r = receptive radius),
     VALID convolutions. Exact as long as the centre block lies >= r pixels inside the FOV, so
     that the FOV's own zero padding never reaches the block (checked in `from_config`).
-Regions are batched natively (convolutions take the batch), since all regions of a batch share
-the static spiral offsets.
+One region's spiral is a `lax.scan` over the precomputed offsets (`apply_region`); `apply`
+vmaps it across regions, and XLA folds the vmapped axis into the convolutions' batch, so it runs
+as the batch-native scan (`apply_batch`) does, bitwise equal (tested); the training loss runs
+batch-native.
 
 Two exact reformulations of the scan (same outputs up to float rounding, tested):
   * hoisting (`cropped` forward, i.e. `apply`): the image branch and the image half of the
     merge convolution do not depend on the mask state, and a VALID convolution of a window is
     the window of the VALID convolution of the canvas, so both run once per region on the whole
-    canvas; each step slices its window of the result. 17% fewer FLOPs per region at the
-    default sizes (1.79 vs 2.15 GFLOP), ~1.2x forward on the 2-core CPU. The training loss does
-    not hoist: there every reverse scan iteration adds into the gradient of the whole hoisted
-    canvas, which made the training step ~13% slower on that CPU.
+    canvas (17% fewer FLOPs per region, ~1.2x forward on the 2-core CPU). The training loss does
+    not hoist: each reverse scan iteration would add into the whole hoisted canvas's gradient
+    (~13% slower training steps there).
   * grouping (`segmenter.group_steps`): steps that cannot read each other's blocks
     (`spiral.step_dependencies`) run as one batch in the same scan iteration, along the ASAP
     wavefronts of `spiral.wavefront_schedule`: 49 sequential iterations instead of 56 at the
@@ -49,11 +50,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def _use_conv_vjp(setting: str) -> bool:
   """Resolves `segmenter.cpu_conv_vjp` ("auto": only on the CPU backend)."""
-  if setting == "auto":
-    return jax.default_backend() == "cpu"
-  if setting in ("on", "off"):
-    return setting == "on"
-  raise ValueError(f"segmenter.cpu_conv_vjp must be 'auto', 'on' or 'off', got {setting!r}")
+  if setting not in ("auto", "on", "off"):
+    raise ValueError(f"segmenter.cpu_conv_vjp must be 'auto', 'on' or 'off', got {setting!r}")
+  return setting == "on" or (setting == "auto" and jax.default_backend() == "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,8 +308,8 @@ class Segmenter:
     return self.to_canvas(regions[..., None]), self.to_canvas(jnp.asarray(init_mask, jnp.float32))
 
   def _scan(self, body, init, remat: bool):
-    """Scans `body(carry, offsets (G, 2))` over the schedule, one scan per segment; returns
-    (carry, per-segment outputs). Each iteration is rematerialised if `remat`."""
+    """(carry, per-segment outputs) of `body(carry, offsets (G, 2))` scanned over the schedule,
+    one scan per segment, each iteration rematerialised if `remat`."""
     if remat:
       # prevent_cse=False is safe (and faster) inside scan: the loop already blocks CSE.
       body = jax.checkpoint(body, prevent_cse=False)
@@ -323,7 +322,19 @@ class Segmenter:
   def apply(self, params: Any, regions: jax.Array,
             init_mask: jax.Array | None = None) -> jax.Array:
     """Segments (B, H, W) regions from `init_mask` (default `initial_mask`): probabilities
-    (B, H, W, 3) after the whole spiral."""
+    (B, H, W, 3) after the whole spiral; `apply_region` vmapped over the regions."""
+    regions = jnp.asarray(regions, jnp.float32)
+    if init_mask is None:
+      init_mask = jnp.broadcast_to(jnp.asarray(self.seed_mask), regions.shape + (3,))
+    return jax.vmap(self.apply_region, in_axes=(None, 0, 0))(params, regions, init_mask)
+
+  def apply_region(self, params: Any, region: jax.Array, init_mask: jax.Array) -> jax.Array:
+    """One (H, W) region's spiral, a `lax.scan` over the block offsets: (H, W, 3)."""
+    return self.apply_batch(params, region[None], init_mask[None])[0]
+
+  def apply_batch(self, params: Any, regions: jax.Array,
+                  init_mask: jax.Array | None = None) -> jax.Array:
+    """`apply` with the regions batched inside the convolutions (what `apply_region` runs)."""
     image_canvas, mask_canvas = self._canvases(regions, init_mask)
     source = self.image_source(params, image_canvas, self.hoisted)
 
@@ -334,20 +345,13 @@ class Segmenter:
     mask_canvas, _ = self._scan(body, mask_canvas, remat=False)
     return self.from_canvas(mask_canvas)
 
-  @functools.cached_property
-  def jit_apply(self) -> Callable[..., jax.Array]:
-    """`apply` under `jax.jit` (compiled once per input shape)."""
-    return jax.jit(self.apply)
-
   def loss(self, params: Any, regions: jax.Array, labels: jax.Array) -> jax.Array:
     """Scalar BCE training loss against (B, H, W, 3) one-hot labels, per `loss_type`.
 
-    "final": BCE of the final mask state, gradients through the whole recursion. Every region
-    pixel is written exactly once, so the final state's logits are collected in a second canvas
-    and the BCE is taken on logits (numerically stable).
-    "per_step": FFN-style; the fed-back mask is under stop_gradient and each step's loss is the
-    BCE of its block's in-region pixels; the loss is the mean over steps.
-    Either is a weighted mean under `boundary_weights` when `boundary_weight` > 0.
+    "final": BCE of the final mask state (its logits, collected in a second canvas: every pixel
+    is written once), gradients through the whole recursion. "per_step": FFN-style, the fed-back
+    mask under stop_gradient, the mean over steps of each block's in-region BCE. Either is a
+    weighted mean under `boundary_weights` when `boundary_weight` > 0.
     """
     image_canvas, mask_canvas = self._canvases(regions, None)
     source = image_canvas  # Not hoisted (see the module docstring).

@@ -156,7 +156,7 @@ def test_stepnet_param_count_and_shapes_by_hand():
 def test_stepnet_logits_can_be_negative():
   # No ReLU before the sigmoid (deliberate deviation from the thesis).
   segmenter = segmenter_lib.Segmenter.from_config(_config())
-  probs = segmenter.jit_apply(_random_params(segmenter), _border_regions((20, 22), 2))
+  probs = jax.jit(segmenter.apply)(_random_params(segmenter), _border_regions((20, 22), 2))
   assert float(probs.min()) < 0.5 < float(probs.max())
 
 
@@ -192,13 +192,13 @@ def test_cropped_equals_full_fov(k, shape):
   regions = _border_regions(shape, 4)
   init_mask = _random_mask(shape, 4)
   for mask in (None, init_mask):
-    got = cropped.jit_apply(params, regions, mask)
-    want = full.jit_apply(params, regions, mask)
+    got = jax.jit(cropped.apply)(params, regions, mask)
+    want = jax.jit(full.apply)(params, regions, mask)
     assert got.shape == (4,) + shape + (3,)
     assert float(jnp.abs(got - want).max()) < 1e-5
   # The init mask matters, so the comparison above exercised the fed-back mask.
-  assert float(jnp.abs(cropped.jit_apply(params, regions, init_mask)
-                       - cropped.jit_apply(params, regions)).max()) > 1e-3
+  assert float(jnp.abs(jax.jit(cropped.apply)(params, regions, init_mask)
+                       - jax.jit(cropped.apply)(params, regions)).max()) > 1e-3
 
 
 def test_cropped_equals_full_fov_default_geometry():
@@ -255,25 +255,17 @@ def test_each_step_writes_exactly_its_in_region_block(step):
   final = segmenter.from_canvas(mask_canvas)
   assert float(final.min()) >= 0
   np.testing.assert_allclose(
-      final, segmenter.jit_apply(params, regions, jnp.full((2, 20, 22, 3), -1.0)), atol=1e-6)
+      final, jax.jit(segmenter.apply)(params, regions, jnp.full((2, 20, 22, 3), -1.0)), atol=1e-6)
 
 
-def test_jit_apply_traces_once_per_shape():
+def test_vmapped_apply_equals_the_batch_native_scan_bitwise():
   segmenter = segmenter_lib.Segmenter.from_config(_config())
   params = _random_params(segmenter)
-  traces = []
-
-  def apply(params, regions, init_mask=None):
-    traces.append(regions.shape)  # Runs only while jax traces.
-    return segmenter.apply(params, regions, init_mask)
-
-  apply = jax.jit(apply)
-  for seed in range(3):
-    apply(params, _border_regions((20, 22), 2, seed=seed), _random_mask((20, 22), 2, seed))
-  assert traces == [(2, 20, 22)]
-  regions = _border_regions((20, 22), 2)
-  np.testing.assert_allclose(segmenter.jit_apply(params, regions), apply(params, regions),
-                             atol=1e-6)
+  regions, mask = _border_regions((20, 22), 3), _random_mask((20, 22), 3, 0)
+  vmapped = np.asarray(jax.jit(segmenter.apply)(params, regions, mask))
+  np.testing.assert_array_equal(vmapped, jax.jit(segmenter.apply_batch)(params, regions, mask))
+  one = jax.jit(segmenter.apply_region)(params, regions[1], mask[1])
+  np.testing.assert_array_equal(np.asarray(one), vmapped[1])
 
 
 def test_conv_vjp_setting():
@@ -293,9 +285,9 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
              for p in jax.tree.leaves(jax.eval_shape(bf16.init, jax.random.key(0))))
   params = _random_params(bf16)
   regions = _border_regions((20, 22), 2)
-  got = bf16.jit_apply(params, regions)
+  got = jax.jit(bf16.apply)(params, regions)
   assert got.dtype == jnp.float32
-  assert float(jnp.abs(got - f32.jit_apply(params, regions)).max()) < 0.05
+  assert float(jnp.abs(got - jax.jit(f32.apply)(params, regions)).max()) < 0.05
 
 
 # --- losses ---------------------------------------------------------------------------------------
@@ -303,7 +295,7 @@ def test_final_loss_is_bce_of_final_mask_state():
   segmenter = segmenter_lib.Segmenter.from_config(_config(loss="final"))
   params = _random_params(segmenter)
   regions, labels = _border_regions((20, 22), 2), _labels((20, 22), 2)
-  probs = segmenter.jit_apply(params, regions)
+  probs = jax.jit(segmenter.apply)(params, regions)
   bce = -(labels * jnp.log(probs) + (1 - labels) * jnp.log1p(-probs)).mean()
   np.testing.assert_allclose(jax.jit(segmenter.loss)(params, regions, labels), bce, rtol=1e-5)
 
@@ -382,7 +374,7 @@ def test_boundary_weighted_loss_is_the_weighted_mean(loss):
   assert abs(float(jax.jit(weighted.loss)(params, regions, touching))
              - float(jax.jit(plain.loss)(params, regions, touching))) > 1e-4
   if loss == "final":  # By hand: the weighted mean of the final state's BCE.
-    probs = plain.jit_apply(params, regions)
+    probs = jax.jit(plain.apply)(params, regions)
     bce = -(touching * jnp.log(probs) + (1 - touching) * jnp.log1p(-probs))
     w = regions_lib.boundary_weights(touching, 1, 3.0)
     np.testing.assert_allclose(jax.jit(weighted.loss)(params, regions, touching),

@@ -6,7 +6,7 @@ is the median of several runs after a warm-up run; compile time is reported apar
     called from Python; training runs the forward loop, then a backward loop of jitted per-step
     VJPs (each step rematerialised, as the scan does with remat) and one Adam update.
   * scan: `Segmenter.apply` / `value_and_grad(Segmenter.loss)` + Adam under one `jax.jit`,
-    natively batched over regions (the "vmap" of the issue), at several batch sizes;
+    vmapped over regions (bitwise the batch-native scan, `Segmenter.apply_batch`), at several batch sizes;
     `cropped` hoists the image branch out of the forward scan (default; training never
     hoists), `cropped_unhoisted` does not,
     `cropped_grouped` runs independent spiral steps together, `cropped_bf16` computes in bf16.
@@ -296,7 +296,8 @@ def _best(table, prefix):
 
 
 def ratios(out: dict[str, Any]) -> dict[str, Any]:
-  """The issue's target quotients (best batch of each variant) and the reformulations'."""
+  """The target quotients (best batch of each variant: scan vs eager, vs full FOV) and the
+  reformulations'."""
   def q(a, b):
     return round(a / b, 2) if a and b else None
   result = {}

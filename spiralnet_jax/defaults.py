@@ -45,7 +45,7 @@ def _data() -> ml_collections.ConfigDict:
   # values outside are clipped. (0, 100) is the thesis' min-max; (1, 99.8) ignores a few hot or
   # saturated pixels, which under min-max squash every real intensity towards 0.
   section.normalize_percentiles = (0.0, 100.0)
-  # The median equivalent diameter (px) of the training labels' nuclei (`scale.median_diameter`;
+  # The median equivalent diameter (px) of the training labels' nuclei (tools/nucleus_diameter.py;
   # BBBC039's training split: 28.25 over 12,001 nuclei). `--diameter` rescales an image so that
   # its nuclei match it; 0 = not recorded (then --diameter is refused).
   section.nucleus_diameter = 28.25

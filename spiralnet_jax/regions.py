@@ -4,8 +4,8 @@ Geometry (docs/design.md, "Geometry"): an (H, W) image is reflect-padded by `pad
 region (i, j), row-major index `i * cols + j`, is the `height × width` window whose top-left sits
 at padded (stride·i, stride·j), i.e. at image coordinates `(stride·i − pad, stride·j − pad)`.
 Everything here is host-side NumPy and vectorised over regions (no Python loop over regions),
-except `crop_at`, a jnp gather meant to run under `jit`, and `boundary_weights`, the segmenter
-loss's weight map of 3-channel labels (jnp, traced inside the loss).
+except `boundary_weights`, the segmenter loss's weight map of 3-channel labels (jnp, traced
+inside the loss).
 """
 
 from __future__ import annotations
@@ -121,15 +121,6 @@ def region_origins(image_shape: tuple[int, ...], geom: RegionGeometry) -> np.nda
   return origins.astype(np.int32)
 
 
-def region_to_image(origins: Any, yx: Any) -> Any:
-  """Maps region pixel coordinates (..., 2) to image coordinates: `origin + yx`, broadcasting.
-
-  `origins` are image-coordinate top-lefts (from `region_origins`); add `geom.pad` to get padded
-  coordinates. Works on NumPy and jnp arrays alike.
-  """
-  return origins + yx
-
-
 def _grid_view(padded: np.ndarray, geom: RegionGeometry) -> np.ndarray:
   """(rows, cols, h, w[, C]) read-only strided view of all regions of a padded image."""
   if padded.shape[0] < geom.height or padded.shape[1] < geom.width:
@@ -148,24 +139,6 @@ def extract_regions(image: np.ndarray, geom: RegionGeometry) -> np.ndarray:
   """
   view = _grid_view(reflect_pad(image, geom.pad), geom)
   return view.reshape((-1,) + view.shape[2:])
-
-
-def crop_at(padded: jax.Array, origins_padded: jax.Array, geom: RegionGeometry) -> jax.Array:
-  """Gathers (P, h, w[, C]) regions of `padded` (Hp, Wp[, C]) at top-lefts (P, 2) (jittable).
-
-  Origins are in padded coordinates. As with `lax.dynamic_slice`, an origin whose region would
-  leave the array is clamped to the nearest valid one; callers keep origins in bounds.
-  Pass `geom` as a static argument under `jit`.
-  """
-  padded = jnp.asarray(padded)
-  origins = jnp.asarray(origins_padded, jnp.int32)
-  size = geom.shape + padded.shape[2:]
-  trailing = (0,) * (padded.ndim - 2)
-
-  def crop(origin):
-    return jax.lax.dynamic_slice(padded, (origin[0], origin[1]) + trailing, size)
-
-  return jax.vmap(crop)(origins)
 
 
 def reverse_distance_matrix(geom: RegionGeometry) -> np.ndarray:

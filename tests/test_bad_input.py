@@ -5,7 +5,6 @@ are in-process on test_segment's workdir of tiny random models.
 """
 
 import os
-import pathlib
 import shutil
 
 import numpy as np

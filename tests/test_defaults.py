@@ -4,13 +4,8 @@ import json
 
 import pytest
 
-from configs import default as default_config
 from spiralnet_jax import checkpoints
 from spiralnet_jax import defaults
-
-
-def test_configs_default_is_the_package_defaults():
-  assert default_config.get_config().to_dict() == defaults.get_config().to_dict()
 
 
 def test_upgrade_fills_missing_fields_with_defaults_and_keeps_saved_values(tmp_path):

@@ -40,7 +40,7 @@ def test_trained_spiralnet_segments_unseen_synthetic_nuclei(trained):
   pixel_f1, instance_f1 = _scores(predictor, test_examples)
   print(f"trained: pixel F1 {pixel_f1:.3f}, instance F1@0.5 {instance_f1:.3f}")
   assert pixel_f1 >= 0.85
-  # Issue 3's bar. Measured 0.901 (0.887 and 0.923 at seeds 1 and 2; configs/synthetic.py),
+  # The bar the synthetic recipe was built to. Measured 0.901 (0.887 and 0.923 at seeds 1 and 2; configs/synthetic.py),
   # below the 0.937 of the true foreground's connected components: touching nuclei still merge.
   assert instance_f1 >= 0.8
 

@@ -3,7 +3,6 @@
 import importlib.util
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 import skimage.io
@@ -140,42 +139,6 @@ def test_extract_regions_with_channel_axis():
   assert regs.shape == (rows * cols, 52, 58, 2)
   for c in range(2):
     np.testing.assert_array_equal(regs[..., c], regions.extract_regions(image[..., c], GEOM))
-
-
-def test_region_to_image_maps_every_pixel_back():
-  # Distinct values everywhere, so equal values mean equal source pixels.
-  shape = (97, 131)
-  image = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape)
-  regs = regions.extract_regions(image, GEOM)
-  origins = regions.region_origins(shape, GEOM)
-  yy, xx = np.mgrid[:52, :58]
-  coords = regions.region_to_image(origins[:, None, None, :], np.stack([yy, xx], -1)[None])
-  assert coords.shape == (len(origins), 52, 58, 2)
-  # Pixels inside the image are the image pixel itself; pixels outside are its reflection.
-  rows = _reflect_index(coords[..., 0] + 28, shape[0], 28)
-  cols = _reflect_index(coords[..., 1] + 28, shape[1], 28)
-  np.testing.assert_array_equal(regs, image[rows, cols])
-  inside = np.all((coords >= 0) & (coords < shape), axis=-1)
-  np.testing.assert_array_equal(regs[inside], image[coords[inside][:, 0], coords[inside][:, 1]])
-
-
-def test_crop_at_equals_extract_regions_under_jit():
-  image = np.random.default_rng(3).random((70, 90), dtype=np.float32)
-  padded = regions.reflect_pad(image, GEOM.pad)
-  origins = regions.region_origins(image.shape, GEOM) + GEOM.pad
-  crop = jax.jit(regions.crop_at, static_argnames="geom")
-  np.testing.assert_array_equal(crop(padded, origins, GEOM), regions.extract_regions(image, GEOM))
-  # Arbitrary (off-grid) origins are plain slices.
-  odd = np.array([[3, 7], [0, 0], [padded.shape[0] - 52, padded.shape[1] - 58]])
-  got = np.asarray(crop(padded, odd, GEOM))
-  for k, (y, x) in enumerate(odd):
-    np.testing.assert_array_equal(got[k], padded[y:y + 52, x:x + 58])
-
-
-def test_crop_at_with_channel_axis():
-  padded = np.random.default_rng(4).random((80, 90, 3), dtype=np.float32)
-  got = np.asarray(regions.crop_at(padded, np.array([[5, 11]]), GEOM))
-  np.testing.assert_array_equal(got[0], padded[5:57, 11:69])
 
 
 # --- reverse distance matrix and score labels ----------------------------------------------------

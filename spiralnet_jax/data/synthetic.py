@@ -140,30 +140,3 @@ def generate(seed: int, shape: tuple[int, int] = DEFAULT_SHAPE,
   return _render(labels, brightness, rng, blur_sigma), labels
 
 
-def elongated(shape: tuple[int, int], length: float, thickness: float, seed: int,
-              angle: Optional[float] = None,
-              blur_sigma: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
-  """One capsule-shaped object (length x thickness, end to end): (image uint16, labels int32)."""
-  if not 0 < thickness <= length:
-    raise ValueError(f"need 0 < thickness <= length, got {thickness}, {length}")
-  rng = np.random.default_rng(seed)
-  h, w = int(shape[0]), int(shape[1])
-  # Angle in radians from the column axis, counter-clockwise as seen on screen.
-  angle = rng.uniform(0.0, math.pi) if angle is None else float(angle)
-  direction = np.array([-math.sin(angle), math.cos(angle)])  # (dy, dx); rows grow downwards.
-  half_axis = (length - thickness) / 2.0
-  radius = thickness / 2.0
-  extent = np.abs(direction) * half_axis + radius + 1.0  # Half-size of the bounding box + 1 px.
-  lo, hi = extent, np.array([h - 1, w - 1]) - extent
-  if np.any(hi < lo):
-    raise ValueError(f"a capsule of length {length} and thickness {thickness} at angle "
-                     f"{angle:.3f} does not fit in shape {(h, w)}")
-  centre = rng.uniform(lo, hi)
-  yy, xx = np.mgrid[:h, :w].astype(np.float64)
-  # Distance from each pixel to the capsule's axis segment.
-  t = np.clip((yy - centre[0]) * direction[0] + (xx - centre[1]) * direction[1],
-              -half_axis, half_axis)
-  dist = np.hypot(yy - centre[0] - t * direction[0], xx - centre[1] - t * direction[1])
-  labels = (dist <= radius).astype(np.int32)
-  brightness = np.array([0.0, rng.uniform(0.6, 1.0)])
-  return _render(labels, brightness, rng, blur_sigma), labels

@@ -38,97 +38,11 @@ from spiralnet_jax import errors
 from spiralnet_jax import scale
 from spiralnet_jax import segment_io
 from spiralnet_jax.segment_io import InputError
+from spiralnet_jax.segment_model import Model, UsageError, load_model
 
 PROG = "spiralnet-segment"
 # Images of at least this many pixels get a progress bar of their own (regions or tiles).
 BIG_IMAGE_PIXELS = 2048 * 2048
-
-
-class UsageError(Exception):
-  """A problem with the whole run (exit status 2)."""
-
-
-def default_weights() -> pathlib.Path:
-  """The weights shipped with the package (spiralnet_jax/weights/bbbc039_cpu_finetune)."""
-  from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
-  path = pretrained.weights_dir()
-  if not pretrained.is_weights_dir(path):
-    raise UsageError(f"the packaged weights are missing from {path}; reinstall the package or "
-                     "pass --weights WORKDIR (a train.py workdir)")
-  return path
-
-
-# --- models --------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Model:
-  """A loaded model as one function: (prepared image, progress) -> (semantic, instances)."""
-
-  name: str
-  predict: Callable[..., tuple[np.ndarray, np.ndarray]]
-  percentiles: tuple[float, float]  # The normalisation the model was trained with.
-  nucleus_diameter: float  # Of the training data (px): what --diameter rescales to.
-
-
-def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model:
-  """The SpiralNet or U-Net model of a train.py workdir; UsageError with one line if unusable."""
-  from spiralnet_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
-  from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
-  from spiralnet_jax import unet_predict  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(weights) if weights else default_weights()
-  if workdir.is_file():
-    raise UsageError(f"--weights {workdir} is a file; pass the folder that holds config.json "
-                     "(a train.py workdir or exported weights)")
-  if not workdir.is_dir():
-    raise UsageError(f"weights directory {workdir} does not exist (pass --weights WORKDIR, a "
-                     "train.py workdir)")
-  if pretrained.is_weights_dir(workdir):
-    return _exported_model(workdir, model, batch_size)
-  try:
-    config = checkpoints.load_config(workdir)
-  except errors.ConfigFileError as e:
-    raise UsageError(str(e)) from e
-  except (OSError, ValueError) as e:
-    raise UsageError(f"{workdir}: not a train.py workdir: {segment_io.one_line(e)}") from e
-  if batch_size > 0:
-    config.predict.region_batch_size = batch_size
-  stages = ("scorer", "segmenter") if model == "spiralnet" else ("unet",)
-  for stage in stages:
-    try:
-      checkpoints.check_fits(workdir, stage)  # Against its config.json, from metadata only.
-    except (FileNotFoundError, checkpoints.CheckpointError, checkpoints.MismatchError) as e:
-      raise UsageError(f"{workdir}: {e}") from e
-  try:
-    if model == "spiralnet":
-      predictor = predict.Predictor.from_workdir(workdir, config)
-      return Model(model, lambda image, progress=None: predict.predict(
-          predictor, image, progress, prepared=True), predict.percentiles(config),
-                   float(config.data.nucleus_diameter))
-    unet = unet_predict.UNetPredictor.from_workdir(workdir, config)
-    return Model(model, lambda image, progress=None: unet_predict.predict_unet(
-        unet, image, progress, prepared=True), predict.percentiles(config),
-                 float(config.data.nucleus_diameter))
-  except Exception as e:  # pylint: disable=broad-except
-    raise UsageError(f"{workdir}: cannot load the {model} weights: {segment_io.one_line(e)}") from e
-
-
-def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
-  """The SpiralNet of an exported weights directory (`spiralnet_jax.pretrained`)."""
-  from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
-  if model != "spiralnet":
-    raise UsageError(f"{path}: exported weights hold SpiralNet only; pass --weights WORKDIR "
-                     f"(a train.py workdir) for --model {model}")
-  try:
-    predictor = predict.Predictor.from_weights(path)
-  except Exception as e:  # pylint: disable=broad-except
-    raise UsageError(f"{path}: cannot load the exported weights: {segment_io.one_line(e)}") from e
-  if batch_size > 0:
-    predictor.config.predict.region_batch_size = batch_size
-  return Model(model, lambda image, progress=None: predict.predict(
-      predictor, image, progress, prepared=True), predict.percentiles(predictor.config),
-               float(predictor.config.data.nucleus_diameter))
 
 
 # --- the program ---------------------------------------------------------------------------
@@ -275,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   parser.add_argument("--recursive", action="store_true",
                       help="descend into subfolders of folder inputs (and ** in patterns)")
+  parser.add_argument("--dask", action="store_true",
+                      help="spread the files over the workers of a Dask LocalCluster on this "
+                      "machine (pip install -e \".[dask]\")")
+  parser.add_argument("--workers", type=int, default=2, metavar="N",
+                      help="LocalCluster worker processes for --dask (default 2)")
+  parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="spread the files over the workers of the Dask scheduler at ADDRESS "
+                      "(e.g. tcp://host:8786; a SLURM cluster through dask-jobqueue)")
   parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
   return parser
 
@@ -288,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return int(e.code or 0)
 
   def error(subject: Any, reason: str) -> None:
-    _tqdm_write(f"{PROG}: error: {subject}: {reason}")
+    write_line(f"{PROG}: error: {subject}: {reason}")
 
   if args.batch_size < 0:
     error("--batch-size", "must be ≥ 1 (or 0, the default: the model's own batch size)")
@@ -297,6 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, name) is not None and getattr(args, name) < 0:
       error(f"--{name}", "must be ≥ 0")
       return 2
+  if args.workers < 1:
+    error("--workers", "must be ≥ 1")
+    return 2
   files, failures = segment_io.find_inputs(args.inputs, args.recursive)
   for spec, reason in failures:
     error(spec, reason)
@@ -312,9 +237,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if args.diameter is not None:
         _check_diameter(args.diameter, model)
     except UsageError as e:
-      _tqdm_write(f"{PROG}: error: {e}")
+      write_line(f"{PROG}: error: {e}")
       return 2
-    return _run(args, files, model, error, num_failed=len(failures))
+    if not (args.dask or args.scheduler):
+      return _run(args, files, model, error, num_failed=len(failures))
+    from spiralnet_jax import segment_dask  # pylint: disable=g-import-not-at-top
+    try:
+      return segment_dask.run(args, files, error, num_failed=len(failures))
+    except UsageError as e:
+      write_line(f"{PROG}: error: {e}")
+      return 2
   finally:
     absl_logger.setLevel(level)
 
@@ -327,7 +259,7 @@ def _load_model_saying_fallbacks(args: argparse.Namespace) -> Model:
     model = load_model(args.weights, args.model, args.batch_size)
   for w in caught:
     if issubclass(w.category, errors.CheckpointFallbackWarning):
-      _tqdm_write(f"{PROG}: warning: {args.weights}: {w.message}")
+      write_line(f"{PROG}: warning: {args.weights}: {w.message}")
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   return model
@@ -341,19 +273,36 @@ def _check_diameter(diameter: float, model: Model) -> None:
     raise UsageError(str(e)) from e
 
 
+def planned_outputs(args: argparse.Namespace, files: list[pathlib.Path],
+                    error: Callable[[Any, str], None],
+                    num_failed: int) -> tuple[list[tuple[pathlib.Path, dict]], int]:
+  """([(input, its outputs)] of the files whose outputs may be written, failures so far)."""
+  extras = [kind for kind in ("semantic", "overlay", "rois") if getattr(args, f"save_{kind}")]
+  inputs = {p.resolve() for p in files}
+  planned: dict[pathlib.Path, pathlib.Path] = {}
+  plans = []
+  for path in files:
+    outputs = output_paths(path, args.output_dir, args.mode, extras)
+    try:
+      _check_outputs(outputs, inputs, planned, path, args.overwrite)
+      plans.append((path, outputs))
+    except InputError as e:
+      error(path, str(e))
+      num_failed += 1
+  return plans, num_failed
+
+
 def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
          error: Callable[[Any, str], None], num_failed: int) -> int:
   """Segments every file; returns the exit status (`num_failed` inputs already failed)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  inputs = {p.resolve() for p in files}
-  planned: dict[pathlib.Path, pathlib.Path] = {}
+  plans, num_failed = planned_outputs(args, files, error, num_failed)
+  reading = Reading(args.channel, args.channel_axis, args.series, args.diameter)
   done = 0
-  with tqdm(files, desc="files", unit="file", disable=args.quiet, file=sys.stderr,
+  with tqdm(plans, desc="files", unit="file", disable=args.quiet, file=sys.stderr,
             dynamic_ncols=True) as bar:
-    for path in bar:
+    for path, outputs in bar:
       bar.set_postfix_str(path.name, refresh=False)
-      extras = [kind for kind in ("semantic", "overlay", "rois") if getattr(args, f"save_{kind}")]
-      outputs = output_paths(path, args.output_dir, args.mode, extras)
       region_bar = None
 
       def progress(count: int, total: int) -> None:
@@ -365,11 +314,8 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
         region_bar.update(count - region_bar.n)
 
       try:
-        _check_outputs(outputs, inputs, planned, path, args.overwrite)
-        segment_file(path, model, outputs,
-                     Reading(args.channel, args.channel_axis, args.series, args.diameter),
-                     progress,
-                     note=lambda line: _tqdm_write(f"{PROG}: note: {path}: {line}"))
+        segment_file(path, model, outputs, reading, progress,
+                     note=lambda line: write_line(f"{PROG}: note: {path}: {line}"))
         done += 1
       except InputError as e:
         error(path, str(e))
@@ -381,11 +327,11 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
         if region_bar is not None:
           region_bar.close()
   if not args.quiet:
-    _tqdm_write(f"{PROG}: {done} segmented, {num_failed} failed")
+    write_line(f"{PROG}: {done} segmented, {num_failed} failed")
   return 1 if num_failed else 0
 
 
-def _tqdm_write(line: str) -> None:
+def write_line(line: str) -> None:
   """A line on stderr that does not tear an active progress bar."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   tqdm.write(line, file=sys.stderr)

@@ -1,0 +1,100 @@
+"""spiralnet-segment on a Dask cluster: the input files spread over its workers.
+
+    spiralnet-segment plate/ --dask --workers 4            # a LocalCluster on this machine
+    spiralnet-segment plate/ --scheduler tcp://host:8786   # a running scheduler (e.g. SLURM)
+
+The client plans every file's outputs exactly as the one-process run does (an existing output,
+an output that is an input, two inputs with one output name: the same one-line errors), then
+the workers segment whole files, each with its own copy of the model (loaded once per worker
+process), and the client reports each file as it finishes under one progress bar. The files
+written are the one-process run's, byte for byte (tests/test_segment_dask.py). For a SLURM
+cluster, start the scheduler and workers with dask-jobqueue (`SLURMCluster(...).scale(jobs=N)`,
+then pass its `scheduler_address`); the workers need this package and the same file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import pathlib
+import sys
+from typing import Any, Callable, Optional
+
+from spiralnet_jax import segment
+from spiralnet_jax.segment_io import InputError
+
+Result = tuple[str, list[str]]  # ("ok" | "error", notes or the one error line).
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(weights: Optional[str], model: str, batch_size: int) -> segment.Model:
+  """The model, loaded once per worker process (the client has already checked it loads)."""
+  return segment.load_model(weights, model, batch_size)
+
+
+def segment_task(path: str, outputs: dict[str, str], reading: segment.Reading,
+                 weights: Optional[str], model: str, batch_size: int) -> Result:
+  """Runs on a worker: segments one file into its planned outputs."""
+  notes: list[str] = []
+  try:
+    segment.segment_file(pathlib.Path(path), _worker_model(weights, model, batch_size),
+                         {k: pathlib.Path(v) for k, v in outputs.items()}, reading,
+                         note=notes.append)
+  except InputError as e:
+    return "error", [str(e)]
+  except MemoryError:
+    return "error", ["out of memory (try a smaller --batch-size)"]
+  return "ok", notes
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
+  """(client, cluster or None): the scheduler at --scheduler, else a new LocalCluster."""
+  try:
+    from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise segment.UsageError("--dask and --scheduler need Dask's distributed scheduler: "
+                             "pip install -e \".[dask]\"") from e
+  if args.scheduler:
+    try:
+      return Client(args.scheduler, timeout="20s"), None
+    except (OSError, TimeoutError, ValueError) as e:
+      raise segment.UsageError(f"--scheduler {args.scheduler}: cannot reach a Dask scheduler "
+                               f"there ({type(e).__name__}: {e})") from e
+  cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None)
+  return Client(cluster), cluster
+
+
+def run(args: argparse.Namespace, files: list[pathlib.Path],
+        error: Callable[[Any, str], None], num_failed: int) -> int:
+  """Segments every file on the cluster; returns the exit status (as `segment._run`)."""
+  from distributed import as_completed  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  client, cluster = _connect(args)  # First: a scheduler that cannot be reached is exit 2.
+  plans, num_failed = segment.planned_outputs(args, files, error, num_failed)
+  reading = segment.Reading(args.channel, args.channel_axis, args.series, args.diameter)
+  done = 0
+  try:
+    futures = {client.submit(segment_task, str(path), {k: str(v) for k, v in outputs.items()},
+                             reading, args.weights, args.model, args.batch_size,
+                             key=f"spiralnet-segment-{i}", pure=False): path
+               for i, (path, outputs) in enumerate(plans)}
+    with tqdm(total=len(futures), desc="files", unit="file", disable=args.quiet,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+      for future in as_completed(futures):
+        path, (status, lines) = futures[future], future.result()
+        if status == "ok":
+          done += 1
+          for line in lines:
+            segment.write_line(f"{segment.PROG}: note: {path}: {line}")
+        else:
+          error(path, lines[0])
+          num_failed += 1
+        bar.update(1)
+  finally:
+    client.close()
+    if cluster is not None:
+      cluster.close()
+  if not args.quiet:
+    segment.write_line(f"{segment.PROG}: {done} segmented, {num_failed} failed")
+  return 1 if num_failed else 0

@@ -281,8 +281,8 @@ def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
   """SpiralNet as a `Model`: the full pipeline, the scorer grid and the bare segmenter."""
   return Model(
       name=SPIRALNET,
-      # Images arrive normalised (evaluate_split): prepared=True, so they are not stretched again.
-      predict=lambda image: predict_lib.predict(predictor, image, prepared=True),
+      # Images arrive normalised (evaluate_split), so they are not stretched again.
+      predict=lambda image: predict_lib.predict_prepared(predictor, image),
       score=lambda image: predict_lib.score_prepared(predictor, image),
       segment=lambda regions: predict_lib.segment_regions(predictor, regions))
 
@@ -290,8 +290,8 @@ def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
 def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
   """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances."""
   predictor = unet_predict.UNetPredictor.from_params(config, params)
-  return Model(name=UNET, predict=lambda image: unet_predict.predict_unet(predictor, image,
-                                                                          prepared=True))
+  return Model(name=UNET,
+               predict=lambda image: unet_predict.predict_unet_prepared(predictor, image))
 
 
 def otsu_watershed_model(config: ml_collections.ConfigDict) -> Model:

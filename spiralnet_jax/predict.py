@@ -25,13 +25,10 @@ what the streamed result is tested against. (Exact up to XLA's float rounding, w
 CPUs differs by an ulp with a region's slot in a batch: continuation moves land in other slots
 when streamed, and a near-tie between two instances at a pixel may then flip.)
 
-Compilations stay bounded whatever the image sizes: a scoring stripe is the reflect-padded image
-rows zero-padded up to multiples of `predict.shape_bucket` (and a stripe of an image taller
-than one stripe is always `stripe_rows` rows), and the segmenter sees batches of
-`predict.region_batch_size` regions, a remainder zero-padded to the next of a few halving bucket
-sizes (continuation.batch_bucket).
-
-The U-Net baseline predicts in tiles instead (`spiralnet_jax.unet_predict`).
+Compilations stay bounded whatever the image sizes: a scoring stripe is zero-padded up to
+multiples of `predict.shape_bucket` (always `stripe_rows` rows in a taller image), and the
+segmenter sees batches of `predict.region_batch_size` regions, a remainder padded to the next of
+a few halving bucket sizes (continuation.batch_bucket). (The U-Net predicts in tiles instead.)
 
 A constant image has no contrast, hence no nuclei: `predict` returns empty masks for it without
 running the networks (which would otherwise see an all-zero image).
@@ -364,25 +361,30 @@ def empty_masks(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict(predictor: Predictor, image: Any, progress: Optional[Progress] = None,
-            prepared: bool = False,
             diameter: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
   """(semantic bool (H, W), instances int32 (H, W)) of an image of any size and dtype.
 
   Streamed (see the module doc); `progress(done, total)` follows the selected regions.
-  `prepared`: the image is already `prepare_image`'s output (saves normalising it twice).
   `diameter`: its nuclei's size in px; the image is rescaled to the training data's
   (`spiralnet_jax.scale`), the masks brought back to (H, W). None: no rescaling.
   """
-  image = image if prepared else prepare_image(image, percentiles(predictor.config))
+  return predict_prepared(predictor, prepare_image(image, percentiles(predictor.config)),
+                          progress, diameter)
+
+
+def predict_prepared(predictor: Predictor, image: np.ndarray,
+                     progress: Optional[Progress] = None,
+                     diameter: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+  """`predict` of an image that is already `prepare_image`'s output (normalised once)."""
   if diameter is not None:
-    return scale.at_diameter(lambda x: predict(predictor, x, progress, prepared=True), image,
+    return scale.at_diameter(lambda x: predict_prepared(predictor, x, progress), image,
                              diameter, predictor.config.data.nucleus_diameter)
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
     return empty_masks(image.shape)
   cfg = predictor.config.assembly
   shape = image.shape
   claimed = predict_claims(predictor, image, progress)
-  del image  # Our normalised copy (unless `prepared`): assembly is the memory peak of big images.
+  del image  # Assembly is the memory peak of big images: let go of what we can.
   return assembly.assemble_claims_from_config(claimed, shape, cfg)
 
 

@@ -73,12 +73,12 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
   try:
     if model == "spiralnet":
       predictor = predict.Predictor.from_workdir(workdir, config)
-      return Model(model, lambda image, progress=None: predict.predict(
-          predictor, image, progress, prepared=True), predict.percentiles(config),
+      return Model(model, lambda image, progress=None: predict.predict_prepared(
+          predictor, image, progress), predict.percentiles(config),
                    float(config.data.nucleus_diameter))
     unet = unet_predict.UNetPredictor.from_workdir(workdir, config)
-    return Model(model, lambda image, progress=None: unet_predict.predict_unet(
-        unet, image, progress, prepared=True), predict.percentiles(config),
+    return Model(model, lambda image, progress=None: unet_predict.predict_unet_prepared(
+        unet, image, progress), predict.percentiles(config),
                  float(config.data.nucleus_diameter))
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f"{workdir}: cannot load the {model} weights: {segment_io.one_line(e)}") from e
@@ -96,6 +96,6 @@ def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
     raise UsageError(f"{path}: cannot load the exported weights: {segment_io.one_line(e)}") from e
   if batch_size > 0:
     predictor.config.predict.region_batch_size = batch_size
-  return Model(model, lambda image, progress=None: predict.predict(
-      predictor, image, progress, prepared=True), predict.percentiles(predictor.config),
+  return Model(model, lambda image, progress=None: predict.predict_prepared(
+      predictor, image, progress), predict.percentiles(predictor.config),
                float(predictor.config.data.nucleus_diameter))

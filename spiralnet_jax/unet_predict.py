@@ -94,16 +94,22 @@ def unet_tiles(image_shape: tuple[int, int], tile: int,
 
 
 def predict_unet(predictor: UNetPredictor, image: Any,
-                 progress: Optional[predict_lib.Progress] = None,
-                 prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Optional[predict_lib.Progress] = None) -> tuple[np.ndarray, np.ndarray]:
   """(semantic bool (H, W), instances int32 (H, W)): tiled U-Net, connected components.
 
   Tiles start on multiples of 2^depth, so pooling windows line up with the whole image's, and
   a tile at the bottom or right edge is padded by the network exactly as the whole image is.
-  `progress(done, total)` follows the tiles; `prepared` as in `predict.predict`.
+  `progress(done, total)` follows the tiles.
   """
-  if not prepared:
-    image = predict_lib.prepare_image(image, predict_lib.percentiles(predictor.config))
+  return predict_unet_prepared(
+      predictor, predict_lib.prepare_image(image, predict_lib.percentiles(predictor.config)),
+      progress)
+
+
+def predict_unet_prepared(predictor: UNetPredictor, image: np.ndarray,
+                          progress: Optional[predict_lib.Progress] = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+  """`predict_unet` of an image that is already `predict.prepare_image`'s output."""
   if not image.any():
     return predict_lib.empty_masks(image.shape)
   depth = int(predictor.config.unet.depth)

@@ -37,7 +37,7 @@ setuptools.setup(
                     # The napari plugin (spiralnet_jax/napari.yaml) and its offscreen test.
                     "napari": ["napari[pyqt5]", "magicgui"],
                     # spiralnet-segment --dask / --scheduler (Dask's distributed scheduler).
-                    "dask": ["dask[distributed]"]},
+                    "dask": ["dask[distributed]", "zarr"]},
     entry_points={"console_scripts": ["spiralnet-segment = spiralnet_jax.segment:main"],
                   "napari.manifest": ["spiralnet_jax = spiralnet_jax:napari.yaml"]},
 )

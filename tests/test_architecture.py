@@ -22,7 +22,7 @@ INFERENCE = ("predict", "segment", "evaluation", "continuation", "assembly", "re
              "segmenter", "spiral", "unet", "metrics", "figures", "data", "pretrained",
              "classical", "checkpoints", "stages", "unet_predict", "segment_io", "reports",
              "step_net", "train_state", "errors", "conv", "defaults", "cli", "seeding", "scale",
-             "napari_plugin", "segment_model", "segment_dask")
+             "napari_plugin", "segment_model", "segment_dask", "blocks")
 MAX_LINES = 400
 
 

@@ -1,6 +1,7 @@
 """What every benchmark script shares: the repository's default config and its git commit."""
 
 import importlib.util
+import json
 import pathlib
 import subprocess
 
@@ -180,3 +181,14 @@ def memory(compiled: Any = None) -> dict[str, Any]:
                            if stats and "peak_bytes_in_use" in stats else None)
   out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   return out
+
+
+def emit(record: dict, out: str = "") -> None:
+  """Prints `record` as JSON with the machine's identity (device, jax, commit); writes it to `out`
+  too when given."""
+  record = {**record, "commit": git_commit(), "device": jax.devices()[0].device_kind,
+            "num_devices": jax.device_count(), "jax": jax.__version__}
+  text = json.dumps(record, indent=2)
+  print(text)
+  if out:
+    pathlib.Path(out).write_text(text + "\n")

@@ -14,13 +14,11 @@ the step after which an exact ring-by-ring exit could stop; moved (continuation)
 anchored elsewhere and are not counted. Prints and writes JSON with commit, device, versions.
 """
 
-import json
 import pathlib
 import sys
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 
 from spiralnet_jax import continuation
@@ -83,13 +81,8 @@ def main(argv):
       "ring_end_steps": ends.tolist(), "steps_per_region_full": total,
       "exit_step_histogram": {int(s): int((steps == s).sum()) for s in np.unique(steps)},
       "mean_steps_with_exit": float(steps.mean()),
-      "fraction_of_steps_saved": float(1 - steps.mean() / total),
-      "commit": bench_common.git_commit(), "device": jax.devices()[0].device_kind,
-      "jax": jax.__version__}
-  text = json.dumps(record, indent=2)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+      "fraction_of_steps_saved": float(1 - steps.mean() / total)}
+  bench_common.emit(record, _OUT.value)
 
 
 if __name__ == "__main__":

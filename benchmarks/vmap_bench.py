@@ -9,7 +9,6 @@ random regions at the prediction batch sizes; interleaved repetitions, medians a
 and whether the outputs are bitwise equal. Prints and writes JSON with device, versions, commit.
 """
 
-import json
 import pathlib
 import sys
 import time
@@ -49,12 +48,7 @@ def main(argv):
     rows.append({"batch": batch, "median_s": medians,
                  "vmap_over_batch_native": medians["vmap"] / medians["batch_native"],
                  "bitwise_equal": bool(np.array_equal(outs["vmap"], outs["batch_native"]))})
-  record = {"rows": rows, "commit": bench_common.git_commit(), "jax": jax.__version__,
-            "device": jax.devices()[0].device_kind, "num_devices": jax.device_count()}
-  text = json.dumps(record, indent=2)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  bench_common.emit({"rows": rows}, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -43,14 +43,20 @@ def segment_layer_data(image: np.ndarray, diameter: float = 0.0,
   return predict.predict_instances(predictor, image, diameter=diameter or None)
 
 
+def _model_defaults(widget: Any) -> None:
+  """The threshold field starts at the shipped model's own (config.scorer.threshold)."""
+  widget.threshold.value = float(_shipped().config.scorer.threshold)
+
+
 @magic_factory(
+    widget_init=_model_defaults,
     call_button="Segment nuclei",
     diameter={"label": "nucleus diameter (px)", "min": 0.0, "max": 1000.0, "step": 1.0,
               "tooltip": "0: as is; else rescaled to the model's 28.25 px"},
     threshold={"label": "object score threshold", "min": -5.0, "max": 5.0, "step": 0.05,
                "tooltip": "the scorer's threshold: lower finds more, fainter nuclei"})
 def segment_widget(image: "napari.layers.Image", diameter: float = 0.0,
-                   threshold: float = 0.4) -> "napari.types.LayerDataTuple":
+                   threshold: float = 0.0) -> "napari.types.LayerDataTuple":
   """Segments `image` with the shipped SpiralNet; adds `<image> nuclei` as a Labels layer."""
   labels = segment_layer_data(image.data, diameter, threshold)
   return labels, {"name": f"{image.name} nuclei"}, "labels"

@@ -1,5 +1,6 @@
 """Shared test fixtures: where BBBC039 lives, and whether its absence is allowed."""
 
+import importlib
 import os
 import pathlib
 
@@ -24,3 +25,14 @@ def bbbc039_dir() -> pathlib.Path:
       pytest.fail(reason)
     pytest.skip(reason)
   return path
+
+
+def optional_module(name: str, extra: str):
+  """Imports an optional dependency; under CI its absence is a failure, elsewhere a skip."""
+  try:
+    return importlib.import_module(name)
+  except ImportError as e:
+    reason = f"{name} is not installed ({e}): pip install -e \".[test,{extra}]\""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+      pytest.fail(reason)
+    pytest.skip(reason)

@@ -1,5 +1,6 @@
 """Huge images block by block: windows by hand; a mosaic in 4 blocks equals whole-image labels."""
 
+from conftest import optional_module
 import numpy as np
 import pytest
 
@@ -54,8 +55,8 @@ def test_a_mosaic_in_four_blocks_gives_the_whole_image_instances(mosaic_and_labe
 
 def test_blocks_on_two_dask_workers_into_zarr_equal_the_in_process_blocks(mosaic_and_labels,
                                                                           tmp_path):
-  distributed = pytest.importorskip("distributed")
-  zarr = pytest.importorskip("zarr")
+  distributed = optional_module("distributed", "dask")
+  zarr = optional_module("zarr", "dask")
   predictor, mosaic, _ = mosaic_and_labels
   mosaic = mosaic[:800, :1000]  # 4 blocks of 500 (less to compile and predict on the workers).
   source = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=mosaic.shape,

@@ -2,12 +2,13 @@
 
 A headless machine has no OpenGL, which napari's canvas needs, so the widget runs on a viewer
 model (the layers as napari holds them); with a display (Xvfb) one test also draws a real
-window. napari is an optional extra (`pip install -e ".[test,napari]"`, as the README installs for the
-tests); under CI its absence is a failure, elsewhere a skip.
+window. napari is an optional extra (`pip install -e ".[test,napari]"`, which the README's first
+command installs); under CI its absence is a failure, elsewhere a skip.
 """
 
 import os
 
+from conftest import optional_module
 import numpy as np
 import pytest
 
@@ -16,13 +17,7 @@ if not os.environ.get("DISPLAY"):
 
 
 def _napari():
-  try:
-    import napari  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-      pytest.fail(f"napari is not installed ({e}); install with pip install -e \".[test,napari]\"")
-    pytest.skip(f"napari is not installed ({e})")
-  return napari
+  return optional_module("napari", "napari")
 
 
 @pytest.fixture
@@ -63,6 +58,8 @@ def _run_widget(viewer, layer):
   """The widget's button on `layer`; its LayerDataTuple added as napari adds it."""
   from spiralnet_jax import napari_plugin  # pylint: disable=g-import-not-at-top
   widget = napari_plugin.segment_widget()  # A real magicgui Qt widget (offscreen).
+  shipped = napari_plugin._shipped()  # pylint: disable=protected-access
+  assert widget.threshold.value == shipped.config.scorer.threshold  # The model's own default.
   data, meta, kind = widget(image=layer)
   assert kind == "labels"
   viewer._add_layer_from_data(data, meta, kind)  # pylint: disable=protected-access

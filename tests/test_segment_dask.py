@@ -4,8 +4,7 @@ Dask's distributed scheduler is an optional extra (`pip install -e ".[dask]"`, w
 README's first command installs); under CI its absence is a failure, elsewhere a skip.
 """
 
-import os
-
+from conftest import optional_module
 import numpy as np
 import pytest
 import tifffile
@@ -14,13 +13,7 @@ from test_segment import ERROR, _errors, _image, _run, workdir  # pylint: disabl
 
 
 def _distributed():
-  try:
-    import distributed  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-      pytest.fail(f"distributed is not installed ({e}): pip install -e \".[test,dask]\"")
-    pytest.skip(f"distributed is not installed ({e})")
-  return distributed
+  return optional_module("distributed", "dask")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import numpy as np
 
 from spiralnet_jax import blocks
 from spiralnet_jax import data as data_lib
+from spiralnet_jax import metrics
 from spiralnet_jax import predict
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -29,17 +30,6 @@ _GRID = flags.DEFINE_integer("grid", 4, "Fields per side of the mosaic.")
 _BLOCK = flags.DEFINE_integer("block", 1392, "Core size of a block (px).")
 _MARGIN = flags.DEFINE_integer("margin", 128, "Context around a core (px).")
 _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
-
-
-def counterpart_ious(want: np.ndarray, got: np.ndarray) -> np.ndarray:
-  """Per instance of `want`: IoU with the instance of `got` that covers most of it."""
-  ious = []
-  for i in range(1, int(want.max()) + 1):
-    mask = want == i
-    ids, counts = np.unique(got[mask], return_counts=True)
-    best = ids[np.argmax(np.where(ids > 0, counts, -1))]
-    ious.append(0.0 if best == 0 else (mask & (got == best)).sum() / (mask | (got == best)).sum())
-  return np.asarray(ious)
 
 
 def main(argv):
@@ -54,12 +44,13 @@ def main(argv):
   start = time.perf_counter()
   got = blocks.segment_blocks(predictor, mosaic, block=_BLOCK.value, margin=_MARGIN.value)
   blocks_s = time.perf_counter() - start
-  ious = counterpart_ious(want, got)
+  ious = metrics.counterpart_ious(want, got)
   bench_common.emit({
       "mosaic_shape": list(mosaic.shape), "block": _BLOCK.value, "margin": _MARGIN.value,
       "num_blocks": len(blocks.windows(mosaic.shape, _BLOCK.value, _MARGIN.value)),
       "nuclei_whole": int(want.max()), "nuclei_blocks": int(got.max()),
-      "iou_min": float(ious.min()), "iou_quantiles_1_5_50": np.quantile(ious, [.01, .05, .5]).tolist(),
+      "iou_min": float(ious.min()),
+      "iou_quantiles_1_5_50": np.quantile(ious, [.01, .05, .5]).tolist(),
       "nuclei_iou_below_0_99": int((ious < 0.99).sum()), "nuclei_identical": int((ious == 1).sum()),
       "whole_s": whole_s, "blocks_s": blocks_s}, _OUT.value)
 

@@ -280,3 +280,15 @@ def scorer_error_rates(pred_scores: np.ndarray, label_scores: np.ndarray,
       "num_label_pass": num_label,
       "num_regions": len(pred),
   }
+
+
+def counterpart_ious(want: np.ndarray, got: np.ndarray) -> np.ndarray:
+  """Per instance of `want` (ids 1..N): its IoU with the instance of `got` that covers most of
+  it (0 if only background does)."""
+  ious = []
+  for i in range(1, int(want.max(initial=0)) + 1):
+    mask = want == i
+    ids, counts = np.unique(got[mask], return_counts=True)
+    best = ids[np.argmax(np.where(ids > 0, counts, -1))]
+    ious.append(0.0 if best == 0 else (mask & (got == best)).sum() / (mask | (got == best)).sum())
+  return np.asarray(ious, np.float64)

@@ -357,3 +357,14 @@ def test_scorer_error_rates_default_thresholds_and_any_shape():
   assert r["error_rate"][k] == pytest.approx(100 * np.sum(passing & ~fg) / passing.sum())
   assert r["stability_error_rate"][k] == pytest.approx(
       100 * abs(passing.sum() - (label > t).sum()) / 60)
+
+
+def test_counterpart_ious_by_hand():
+  want = np.zeros((4, 6), np.int32)
+  want[:2, :2] = 1  # 4 px.
+  want[2:, 3:] = 2  # 6 px.
+  got = np.zeros_like(want)
+  got[:2, :3] = 7  # Covers 1 and 2 px more: IoU 4/6.
+  np.testing.assert_allclose(metrics.counterpart_ious(want, got), [4 / 6, 0.0])
+  got[2:, 3:] = 5
+  np.testing.assert_allclose(metrics.counterpart_ious(want, got), [4 / 6, 1.0])

@@ -7,6 +7,8 @@ file lacks then takes the value that reproduces what that version did.
 This config is not meant to be trained directly; see configs/spiral.py, unet.py, demo.py.
 """
 
+from typing import Any
+
 import ml_collections
 
 
@@ -253,18 +255,23 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def upgrade_config(saved: dict) -> ml_collections.ConfigDict:
-  """A saved config (the dict of a config.json) merged over the current defaults.
-
-  Fields the saved config lacks (it was written before they existed) take their defaults,
-  which reproduce the behaviour of the version that wrote it; every saved value is kept.
-  """
+def check_saved_config(saved: Any) -> None:
+  """ValueError unless `saved` (a parsed config.json) can be a config train.py wrote."""
   if not isinstance(saved, dict):
     raise ValueError(f"a config must be a JSON object, got {type(saved).__name__}")
   missing = [k for k in ("regions", "scorer", "segmenter") if not isinstance(saved.get(k), dict)]
   if missing:
     # Not written by train.py (every version wrote these): defaults would silently stand in.
     raise ValueError(f"config has no {', '.join(missing)} section; not written by train.py")
+
+
+def upgrade_config(saved: dict) -> ml_collections.ConfigDict:
+  """A saved config (the dict of a config.json) merged over the current defaults.
+
+  Fields the saved config lacks (it was written before they existed) take their defaults,
+  which reproduce the behaviour of the version that wrote it; every saved value is kept.
+  """
+  check_saved_config(saved)
   config = get_config().to_dict()
 
   def merge(base: dict, new: dict) -> dict:

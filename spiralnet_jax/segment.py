@@ -64,11 +64,13 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
                    planned: dict[pathlib.Path, pathlib.Path], source: pathlib.Path,
                    overwrite: bool) -> None:
   """InputError if an output is an input, another input's output, exists, or can't be written."""
+  keys = []
   for out in outputs.values():
     try:
       key = segment_io.resolve(out)
     except InputError as e:
       raise InputError(f"output {out} is {e}") from e
+    keys.append(key)
     if out.is_dir():
       raise InputError(f"output {out} is a directory (remove or rename it)")
     if key in inputs:
@@ -86,8 +88,8 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
     raise InputError(f"cannot create output directory {folder}: {segment_io.one_line(e)}") from e
   if not os.access(folder, os.W_OK | os.X_OK):
     raise InputError(f"output directory {folder} is not writable")
-  for out in outputs.values():
-    planned[out.resolve()] = source  # No loop: checked above.
+  for key in keys:
+    planned[key] = source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +142,19 @@ def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
   except OSError as e:
     raise InputError(f"cannot write outputs: {segment_io.one_line(e)}") from e
   return count if "labels" in outputs else int(semantic.sum() > 0)
+
+
+def file_failure(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Path],
+                 reading: Reading, progress: Optional[Callable[[int, int], None]] = None,
+                 note: Callable[[str], None] = lambda line: None) -> Optional[str]:
+  """`segment_file`, returning None when it succeeds, else the one-line reason it failed."""
+  try:
+    segment_file(path, model, outputs, reading, progress, note)
+  except InputError as e:
+    return str(e)
+  except MemoryError:
+    return "out of memory (try a smaller --batch-size)"
+  return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,18 +329,16 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
         region_bar.update(count - region_bar.n)
 
       try:
-        segment_file(path, model, outputs, reading, progress,
-                     note=lambda line: write_line(f"{PROG}: note: {path}: {line}"))
-        done += 1
-      except InputError as e:
-        error(path, str(e))
-        num_failed += 1
-      except MemoryError:
-        error(path, "out of memory (try a smaller --batch-size)")
-        num_failed += 1
+        reason = file_failure(path, model, outputs, reading, progress,
+                              note=lambda line: write_line(f"{PROG}: note: {path}: {line}"))
       finally:
         if region_bar is not None:
           region_bar.close()
+      if reason is None:
+        done += 1
+      else:
+        error(path, reason)
+        num_failed += 1
   if not args.quiet:
     write_line(f"{PROG}: {done} segmented, {num_failed} failed")
   return 1 if num_failed else 0

@@ -21,7 +21,6 @@ import sys
 from typing import Any, Callable, Optional
 
 from spiralnet_jax import segment
-from spiralnet_jax.segment_io import InputError
 
 Result = tuple[str, list[str]]  # ("ok" | "error", notes or the one error line).
 
@@ -36,15 +35,10 @@ def segment_task(path: str, outputs: dict[str, str], reading: segment.Reading,
                  weights: Optional[str], model: str, batch_size: int) -> Result:
   """Runs on a worker: segments one file into its planned outputs."""
   notes: list[str] = []
-  try:
-    segment.segment_file(pathlib.Path(path), _worker_model(weights, model, batch_size),
-                         {k: pathlib.Path(v) for k, v in outputs.items()}, reading,
-                         note=notes.append)
-  except InputError as e:
-    return "error", [str(e)]
-  except MemoryError:
-    return "error", ["out of memory (try a smaller --batch-size)"]
-  return "ok", notes
+  reason = segment.file_failure(pathlib.Path(path), _worker_model(weights, model, batch_size),
+                                {k: pathlib.Path(v) for k, v in outputs.items()}, reading,
+                                note=notes.append)
+  return ("ok", notes) if reason is None else ("error", [reason])
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -76,7 +76,7 @@ def check_and_write_config(config: ml_collections.ConfigDict, workdir: pathlib.P
   if path.is_file():
     try:
       saved = json.loads(path.read_text())
-      defaults.upgrade_config(saved)  # Refuses what train.py never wrote ({}, a list, ...).
+      defaults.check_saved_config(saved)  # Refuses what train.py never wrote ({}, a list, ...).
       changes = config_changes(saved, new)
     except ValueError as e:  # json.JSONDecodeError is one too.
       changes = [f"config.json is not a config train.py wrote ({e})"]

@@ -18,11 +18,12 @@ import numpy as np
 from spiralnet_jax import assembly
 from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
-from spiralnet_jax import evaluation
+from spiralnet_jax import models
 from spiralnet_jax import predict as predict_lib
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import unet as unet_lib
+from spiralnet_jax import unet_predict
 
 import bench_common
 import segmenter_bench
@@ -137,7 +138,7 @@ def spiralnet(predictor: predict_lib.Predictor, image: np.ndarray, repeats: int,
 
 def unet(config: ml_collections.ConfigDict, images: dict[str, np.ndarray], base_features: int,
          repeats: int, peak: float | None) -> dict[str, Any]:
-  """The U-Net baseline's whole-image prediction (evaluation.unet_model, random weights)."""
+  """The U-Net baseline's whole-image prediction (models.unet, random weights)."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.unet.base_features = base_features
   net = unet_lib.UNet(base_features=base_features, depth=int(config.unet.depth))
@@ -148,7 +149,7 @@ def unet(config: ml_collections.ConfigDict, images: dict[str, np.ndarray], base_
     prepared = predict_lib.prepare_image(image)
     if params is None:
       params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))["params"]
-    model = evaluation.unet_model(config, params)
+    model = models.unet(unet_predict.UNetPredictor.from_params(config, params))
     timing = bench_common.timed(lambda: model.predict(prepared), repeats)
     compiled = jax.jit(lambda p, x: net.apply({"params": p}, x)).lower(
         params, jnp.zeros((1,) + image.shape + (1,))).compile()

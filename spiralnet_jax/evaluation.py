@@ -18,17 +18,18 @@ import json
 import math
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import ml_collections
 import numpy as np
 
 from spiralnet_jax import checkpoints
-from spiralnet_jax import classical
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import figures
 from spiralnet_jax import metrics
+from spiralnet_jax import models as models_lib
+from spiralnet_jax.models import Model
 from spiralnet_jax import predict as predict_lib
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import reports
@@ -40,21 +41,6 @@ from spiralnet_jax.reports import CHANNELS, DISPLAY_NAMES, OTSU_WATERSHED, SPIRA
 CSV_FIELDS = ("model", "split", "image", "nuclei_true", "nuclei_pred", "pixel_precision",
               "pixel_recall", "pixel_f1", "instance_precision@0.5", "instance_recall@0.5",
               "instance_f1@0.5", "merges", "splits")
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-  """A model under evaluation, as plain functions of a normalised (H, W) float32 image.
-
-  predict: image -> (semantic bool (H, W), instances int32 (H, W)).
-  score: image -> (rows, cols) scorer scores on the region grid (SpiralNet only).
-  segment: regions (B, h, w) -> probabilities (B, h, w, 3) from an empty mask (SpiralNet only).
-  """
-
-  name: str
-  predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-  score: Callable[[np.ndarray], np.ndarray] | None = None
-  segment: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclasses.dataclass
@@ -277,45 +263,22 @@ def has_checkpoint(workdir: str | pathlib.Path, stage: str) -> bool:
   return bool(checkpoints.checkpoint_steps(workdir, stage))
 
 
-def spiralnet_model(predictor: predict_lib.Predictor) -> Model:
-  """SpiralNet as a `Model`: the full pipeline, the scorer grid and the bare segmenter."""
-  return Model(
-      name=SPIRALNET,
-      # Images arrive normalised (evaluate_split), so they are not stretched again.
-      predict=lambda image: predict_lib.predict_prepared(predictor, image),
-      score=lambda image: predict_lib.score_prepared(predictor, image),
-      segment=lambda regions: predict_lib.segment_regions(predictor, regions))
-
-
-def unet_model(config: ml_collections.ConfigDict, params: Any) -> Model:
-  """The U-Net baseline as a `Model`: thresholded sigmoid, connected components as instances."""
-  predictor = unet_predict.UNetPredictor.from_params(config, params)
-  return Model(name=UNET,
-               predict=lambda image: unet_predict.predict_unet_prepared(predictor, image))
-
-
-def otsu_watershed_model(config: ml_collections.ConfigDict) -> Model:
-  """The classical baseline (spiralnet_jax.classical) as a `Model`."""
-  c = config.classical
-  return Model(name=OTSU_WATERSHED, predict=lambda image: classical.otsu_watershed(
-      image, float(c.sigma), int(c.min_distance), int(c.min_size)))
-
-
 def models_from_workdir(config: ml_collections.ConfigDict,
                         workdir: str | pathlib.Path) -> list[Model]:
   """SpiralNet if scorer and segmenter checkpoints exist, U-Net if a unet checkpoint exists,
   and the baselines `config.eval.baselines` names."""
   models = []
   if has_checkpoint(workdir, "scorer") and has_checkpoint(workdir, "segmenter"):
-    models.append(spiralnet_model(predict_lib.Predictor.from_workdir(workdir, config)))
+    models.append(models_lib.spiralnet(predict_lib.Predictor.from_workdir(workdir, config)))
   if has_checkpoint(workdir, "unet"):
-    models.append(unet_model(config, checkpoints.load_params(workdir, "unet", config)))
+    models.append(models_lib.unet(unet_predict.UNetPredictor.from_params(
+        config, checkpoints.load_params(workdir, "unet", config))))
   trained = bool(models)
   for name in config.eval.baselines:
     if name != OTSU_WATERSHED:
       raise ValueError(f"unknown baseline {name!r} in config.eval.baselines; expected "
                        f"{OTSU_WATERSHED!r}")
-    models.append(otsu_watershed_model(config))
+    models.append(models_lib.otsu_watershed(config))
   if not trained:
     raise FileNotFoundError(
         f"no trained model in {workdir}: expected checkpoints/scorer and checkpoints/segmenter "

@@ -30,7 +30,7 @@ import os
 import pathlib
 import sys
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -38,7 +38,10 @@ from spiralnet_jax import errors
 from spiralnet_jax import scale
 from spiralnet_jax import segment_io
 from spiralnet_jax.segment_io import InputError
-from spiralnet_jax.segment_model import Model, UsageError, load_model
+from spiralnet_jax.segment_model import UsageError, load_model
+
+if TYPE_CHECKING:
+  from spiralnet_jax.models import Model
 
 PROG = "spiralnet-segment"
 # Images of at least this many pixels get a progress bar of their own (regions or tiles).

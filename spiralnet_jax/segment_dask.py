@@ -18,15 +18,18 @@ import argparse
 import functools
 import pathlib
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from spiralnet_jax import segment
+
+if TYPE_CHECKING:
+  from spiralnet_jax import models
 
 Result = tuple[str, list[str]]  # ("ok" | "error", notes or the one error line).
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_model(weights: Optional[str], model: str, batch_size: int) -> segment.Model:
+def _worker_model(weights: Optional[str], model: str, batch_size: int) -> models.Model:
   """The model, loaded once per worker process (the client has already checked it loads)."""
   return segment.load_model(weights, model, batch_size)
 

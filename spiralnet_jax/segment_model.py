@@ -1,20 +1,21 @@
 """The models spiralnet-segment runs: the shipped weights, a train.py workdir, exported weights.
 
-`load_model(weights, model, batch_size)` gives one function, (prepared image, progress) ->
-(semantic, instances), with the normalisation and nucleus size the model was trained with; any
-problem with the weights is one `UsageError` line (exit status 2).
+`load_model(weights, model, batch_size)` gives a `models.Model` (the abstraction eval.py uses
+too): (prepared image, progress) -> (semantic, instances), with the normalisation and nucleus
+size the model was trained with; any problem with the weights is one `UsageError` line (exit
+status 2).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
-from typing import Callable, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Optional
 
 from spiralnet_jax import errors
 from spiralnet_jax import segment_io
+
+if TYPE_CHECKING:  # The model stack (JAX) loads only when a model does: --help stays quick.
+  from spiralnet_jax.models import Model
 
 
 class UsageError(Exception):
@@ -31,19 +32,10 @@ def default_weights() -> pathlib.Path:
   return path
 
 
-@dataclasses.dataclass
-class Model:
-  """A loaded model as one function: (prepared image, progress) -> (semantic, instances)."""
-
-  name: str
-  predict: Callable[..., tuple[np.ndarray, np.ndarray]]
-  percentiles: tuple[float, float]  # The normalisation the model was trained with.
-  nucleus_diameter: float  # Of the training data (px): what --diameter rescales to.
-
-
 def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model:
   """The SpiralNet or U-Net model of a train.py workdir; UsageError with one line if unusable."""
   from spiralnet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from spiralnet_jax import models  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import unet_predict  # pylint: disable=g-import-not-at-top
@@ -72,20 +64,15 @@ def load_model(weights: Optional[str], model: str, batch_size: int = 0) -> Model
       raise UsageError(f"{workdir}: {e}") from e
   try:
     if model == "spiralnet":
-      predictor = predict.Predictor.from_workdir(workdir, config)
-      return Model(model, lambda image, progress=None: predict.predict_prepared(
-          predictor, image, progress), predict.percentiles(config),
-                   float(config.data.nucleus_diameter))
-    unet = unet_predict.UNetPredictor.from_workdir(workdir, config)
-    return Model(model, lambda image, progress=None: unet_predict.predict_unet_prepared(
-        unet, image, progress), predict.percentiles(config),
-                 float(config.data.nucleus_diameter))
+      return models.spiralnet(predict.Predictor.from_workdir(workdir, config))
+    return models.unet(unet_predict.UNetPredictor.from_workdir(workdir, config))
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f"{workdir}: cannot load the {model} weights: {segment_io.one_line(e)}") from e
 
 
 def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
   """The SpiralNet of an exported weights directory (`spiralnet_jax.pretrained`)."""
+  from spiralnet_jax import models  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
   if model != "spiralnet":
     raise UsageError(f"{path}: exported weights hold SpiralNet only; pass --weights WORKDIR "
@@ -96,6 +83,4 @@ def _exported_model(path: pathlib.Path, model: str, batch_size: int) -> Model:
     raise UsageError(f"{path}: cannot load the exported weights: {segment_io.one_line(e)}") from e
   if batch_size > 0:
     predictor.config.predict.region_batch_size = batch_size
-  return Model(model, lambda image, progress=None: predict.predict_prepared(
-      predictor, image, progress), predict.percentiles(predictor.config),
-               float(predictor.config.data.nucleus_diameter))
+  return models.spiralnet(predictor)

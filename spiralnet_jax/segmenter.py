@@ -1,31 +1,27 @@
-"""Stage 2: the recursive segmenting network, one `lax.scan` over the spiral per batch of regions.
+"""Stage 2: the recursive segmenting network, one `lax.scan` over the spiral per region.
 
 A step reads a window of the image and of the current mask state, predicts 3-channel logits,
 and writes the sigmoid of the n x n block at the spiral position into the mask state (only the
-block pixels inside the region). Two step implementations with the same parameters and the
-same outputs:
+block pixels inside the region). Two step implementations, same parameters, same outputs:
   * "full_fov": the thesis literally: the whole H x W field of view, SAME convolutions, keep the
     block that sits where the centre block sits in the region;
   * "cropped": only the (n + 2r) x (n + 2r) window the block depends on (r = receptive radius),
-    VALID convolutions. Exact as long as the centre block lies >= r pixels inside the FOV, so
-    that the FOV's own zero padding never reaches the block (checked in `from_config`).
+    VALID convolutions; exact while the centre block lies >= r px inside the FOV (checked).
 One region's spiral is a `lax.scan` over the precomputed offsets (`apply_region`); `apply`
-vmaps it across regions, and XLA folds the vmapped axis into the convolutions' batch, so it runs
-as the batch-native scan (`apply_batch`) does, bitwise equal (tested); the training loss runs
-batch-native.
+vmaps it across regions and XLA folds the vmapped axis into the convolutions' batch: bitwise
+the batch-native scan (`apply_batch`, tested). The loss stays batch-native: vmapped
+(`loss_vmapped`, equal up to rounding, tested) its backward pass is 1.24x slower on the CPU.
 
 Two exact reformulations of the scan (same outputs up to float rounding, tested):
-  * hoisting (`cropped` forward, i.e. `apply`): the image branch and the image half of the
-    merge convolution do not depend on the mask state, and a VALID convolution of a window is
-    the window of the VALID convolution of the canvas, so both run once per region on the whole
-    canvas (17% fewer FLOPs per region, ~1.2x forward on the 2-core CPU). The training loss does
-    not hoist: each reverse scan iteration would add into the whole hoisted canvas's gradient
-    (~13% slower training steps there).
+  * hoisting (`cropped` `apply`): the image branch and the image half of the merge convolution
+    do not depend on the mask state, and a VALID convolution of a window is the window of the
+    VALID convolution of the canvas, so both run once per region (17% fewer FLOPs, ~1.2x
+    forward on the 2-core CPU). The loss does not hoist: each reverse scan iteration would add
+    into the whole hoisted canvas's gradient (~13% slower training steps there).
   * grouping (`segmenter.group_steps`): steps that cannot read each other's blocks
-    (`spiral.step_dependencies`) run as one batch in the same scan iteration, along the ASAP
-    wavefronts of `spiral.wavefront_schedule`: 49 sequential iterations instead of 56 at the
-    default geometry. Same FLOPs: it only helps where a step is latency-bound (small batches on
-    a GPU), not on a CPU that already runs at its convolution ceiling.
+    (`spiral.step_dependencies`) run together along the ASAP wavefronts of
+    `spiral.wavefront_schedule`: 49 sequential iterations instead of 56. Same FLOPs: it helps
+    only where a step is latency-bound (small batches on a GPU).
 """
 
 from collections.abc import Callable
@@ -68,10 +64,8 @@ class Segmenter:
   remat: bool = True
   group_steps: bool = False  # Run independent steps together (exact; see module docstring).
   hoist_image: bool = True  # `cropped` `apply` only: image branch once per region (exact).
-  # > 0: the initial mask state marks the central object with a disk of this radius (pixels)
-  # around the region's centre pixel, channel 0 = 1, as FFN seeds its object mask; 0: zeros
-  # (the thesis). The step network sees only a window, so without it the first step cannot
-  # tell which of two nuclei in the centre block is the central one.
+  # > 0: the initial mask state has a central-object disk (channel 0 = 1) of this radius at
+  # the centre pixel, as FFN seeds its object mask (the thesis: zeros; see `seed_mask`).
   seed_radius: int = 0
   # Loss weight 1 + boundary_weight where touching nuclei meet (`boundary_weights`); 0: uniform.
   boundary_weight: float = 0.0
@@ -179,8 +173,7 @@ class Segmenter:
   def from_canvas(self, canvas: jax.Array) -> jax.Array:
     """Crops the region (B, H, W, C) back out of a canvas."""
     (top, _), (left, _) = self.canvas_pads
-    height, width = self.region_shape
-    return canvas[:, top:top + height, left:left + width]
+    return canvas[:, top:top + self.region_shape[0], left:left + self.region_shape[1]]
 
   # --- one step -------------------------------------------------------------------------------
   def init(self, rng: jax.Array) -> Any:
@@ -261,16 +254,14 @@ class Segmenter:
 
   def inside_region(self, offset: jax.Array) -> jax.Array:
     """(n, n) bool: which pixels of the block at `offset` lie inside the region."""
-    n = self.update_size
-    rows = offset[0] + jnp.arange(n)
-    cols = offset[1] + jnp.arange(n)
+    rows, cols = offset[0] + jnp.arange(self.update_size), offset[1] + jnp.arange(self.update_size)
     height, width = self.region_shape
     return (((rows >= 0) & (rows < height))[:, None]) & (((cols >= 0) & (cols < width))[None, :])
 
   def write_block(self, canvas: jax.Array, block: jax.Array, offset: jax.Array) -> jax.Array:
     """Writes the in-region pixels of `block` (B, n, n, C) into `canvas` at `offset`."""
     start = self._canvas_start(offset)
-    index = (0, start[0], start[1], 0)
+    index = (0, start[0], start[1], 0)  # Canvas coordinates of the block.
     old = lax.dynamic_slice(canvas, index, block.shape)
     new = jnp.where(self.inside_region(offset)[None, :, :, None], block.astype(canvas.dtype), old)
     return lax.dynamic_update_slice(canvas, new, index)
@@ -353,13 +344,27 @@ class Segmenter:
     mask under stop_gradient, the mean over steps of each block's in-region BCE. Either is a
     weighted mean under `boundary_weights` when `boundary_weight` > 0.
     """
+    nums, dens = self._loss_terms(params, regions, jnp.asarray(labels, jnp.float32))
+    return (nums / dens).mean()
+
+  def loss_vmapped(self, params: Any, regions: jax.Array, labels: jax.Array) -> jax.Array:
+    """`loss` as one region's terms vmapped across regions (equal up to rounding); not trained
+    with: vmapped, conv.py's kernel gradient is a grouped conv per region (1.24x slower, CPU)."""
+    nums, dens = jax.vmap(lambda r, y: self._loss_terms(params, r[None], y[None]))(
+        jnp.asarray(regions, jnp.float32), jnp.asarray(labels, jnp.float32))
+    return (nums.sum(0) / dens.sum(0)).mean()
+
+  def _loss_terms(self, params: Any, regions: jax.Array,
+                  labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(numerators, denominators) of the loss over the regions, one pair per averaged term:
+    (1,) for "final", (steps,) for "per_step"; sums over regions add up to the batch's."""
     image_canvas, mask_canvas = self._canvases(regions, None)
     source = image_canvas  # Not hoisted (see the module docstring).
-    labels = jnp.asarray(labels, jnp.float32)
-    # Uniform weights keep the unweighted expressions (bitwise what earlier runs computed).
     weighted = self.boundary_weight > 0
     pixel_weight = (regions_lib.boundary_weights(labels, self.boundary_radius,
-                                                 self.boundary_weight) if weighted else None)
+                                                 self.boundary_weight) if weighted
+                    else jnp.ones(labels.shape[:3] + (1,), jnp.float32))
+    channels = labels.shape[-1]
     if self.loss_type == "final":
       def body(carry, offsets):
         mask_canvas, logit_canvas = carry
@@ -370,31 +375,26 @@ class Segmenter:
       (_, logit_canvas), _ = self._scan(body, (mask_canvas, jnp.zeros_like(mask_canvas)),
                                         self.remat)
       bce = optax.sigmoid_binary_cross_entropy(self.from_canvas(logit_canvas), labels)
-      if not weighted:
-        return bce.mean()
-      return (bce * pixel_weight).sum() / (pixel_weight.sum() * bce.shape[-1])
+      return (bce * pixel_weight).sum()[None], (pixel_weight.sum() * channels)[None]
 
-    label_canvas = self.to_canvas(labels)
-    weight_canvas = self.to_canvas(pixel_weight) if weighted else None
+    label_canvas, weight_canvas = self.to_canvas(labels), self.to_canvas(pixel_weight)
 
     def per_step_body(mask_canvas, offsets):
       group_logits = self._group_logits(params, source, lax.stop_gradient(mask_canvas), offsets,
                                         False)
-      step_losses = []
+      nums, dens = [], []
       for g in range(offsets.shape[0]):
         logits, start = group_logits[g], self._canvas_start(offsets[g])
         target = lax.dynamic_slice(label_canvas, (0, start[0], start[1], 0), logits.shape)
-        weight = self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
-        bce = optax.sigmoid_binary_cross_entropy(logits, target)
-        if weighted:  # The in-region pixels times the boundary weights, (B, n, n, 1).
-          weight = weight * lax.dynamic_slice(weight_canvas, (0, start[0], start[1], 0),
-                                              logits.shape[:3] + (1,))
-          step_losses.append((bce * weight).sum() / (weight.sum() * logits.shape[-1]))
-        else:
-          step_losses.append((bce * weight).sum()
-                             / (weight.sum() * logits.shape[0] * logits.shape[-1]))
+        # The block's in-region pixels times their (boundary) weights, (B, n, n, 1).
+        weight = (self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
+                  * lax.dynamic_slice(weight_canvas, (0, start[0], start[1], 0),
+                                      logits.shape[:3] + (1,)))
+        nums.append((optax.sigmoid_binary_cross_entropy(logits, target) * weight).sum())
+        dens.append(weight.sum() * channels)
       mask_canvas = self._write_group(mask_canvas, jax.nn.sigmoid(group_logits), offsets)
-      return mask_canvas, jnp.stack(step_losses)
+      return mask_canvas, (jnp.stack(nums), jnp.stack(dens))
 
-    _, step_losses = self._scan(per_step_body, mask_canvas, self.remat)
-    return jnp.concatenate([s.reshape(-1) for s in step_losses]).mean()
+    _, terms = self._scan(per_step_body, mask_canvas, self.remat)
+    return (jnp.concatenate([n.reshape(-1) for n, _ in terms]),
+            jnp.concatenate([d.reshape(-1) for _, d in terms]))

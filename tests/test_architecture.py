@@ -22,7 +22,7 @@ INFERENCE = ("predict", "segment", "evaluation", "continuation", "assembly", "re
              "segmenter", "spiral", "unet", "metrics", "figures", "data", "pretrained",
              "classical", "checkpoints", "stages", "unet_predict", "segment_io", "reports",
              "step_net", "train_state", "errors", "conv", "defaults", "cli", "seeding", "scale",
-             "napari_plugin", "segment_model", "segment_dask", "blocks")
+             "napari_plugin", "segment_model", "segment_dask", "blocks", "models")
 MAX_LINES = 400
 
 
@@ -131,6 +131,14 @@ def test_importing_the_inference_side_loads_no_training_module():
   loaded = json.loads(proc.stdout.strip().splitlines()[-1])
   assert "spiralnet_jax.checkpoints" in loaded
   assert [m for m in loaded if _is_training(m)] == []
+
+
+def test_one_model_abstraction_serves_evaluation_and_the_command_line():
+  """Exactly one class named Model in the package: eval.py and spiralnet-segment share it."""
+  defined = sorted(name for name, path in _modules().items()
+                   for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                   if isinstance(node, ast.ClassDef) and node.name == "Model")
+  assert defined == ["spiralnet_jax.models"]
 
 
 def test_no_file_of_the_package_exceeds_400_lines():

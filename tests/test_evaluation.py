@@ -16,6 +16,7 @@ from configs import default
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import evaluation
 from spiralnet_jax import figures
+from spiralnet_jax import models
 from spiralnet_jax import regions as regions_lib
 
 _SHAPE = (40, 48)
@@ -49,7 +50,11 @@ def _config():
   return config
 
 
-def _oracle(config) -> evaluation.Model:
+# The normalisation and nucleus size a fake model declares (evaluation does not read them).
+_TRAINED_WITH = ((1.0, 99.8), 28.25)
+
+
+def _oracle(config) -> models.Model:
   geom = regions_lib.RegionGeometry.from_config(config.regions)
 
   def predict(image):
@@ -64,10 +69,10 @@ def _oracle(config) -> evaluation.Model:
   def segment(regions):
     return regions_lib.central_labels(_decode(regions), geom)
 
-  return evaluation.Model(evaluation.SPIRALNET, predict, score, segment)
+  return models.Model(evaluation.SPIRALNET, predict, *_TRAINED_WITH, score, segment)
 
 
-def _merger() -> evaluation.Model:
+def _merger() -> models.Model:
   def predict(image):
     instances = np.zeros(image.shape, np.int32)
     if image.max() > 0:  # field_a: nuclei 1 and 2 merged into one, nucleus 3 missed,
@@ -75,7 +80,7 @@ def _merger() -> evaluation.Model:
       instances[30:35, 2:6] = 2  # and a 20 px false positive.
     return instances > 0, instances
 
-  return evaluation.Model(evaluation.UNET, predict)
+  return models.Model(evaluation.UNET, predict, *_TRAINED_WITH)
 
 
 @pytest.fixture(scope="module")

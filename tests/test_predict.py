@@ -447,7 +447,7 @@ def test_evaluation_models_normalise_once_as_predict_does():
   # evaluate_split hands models the normalised image; the SpiralNet model must not stretch it
   # a second time. A percentile stretch is not idempotent: np.percentile interpolates between
   # the clipped pixels and their next neighbour, so the clipped image's percentiles move a little.
-  from spiralnet_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from spiralnet_jax import models  # pylint: disable=g-import-not-at-top
   config = _config()
   config.data.normalize_percentiles = (1.0, 99.8)
   predictor = _predictor(config)
@@ -455,7 +455,7 @@ def test_evaluation_models_normalise_once_as_predict_does():
   normalised = data_lib.normalize(raw, config.data.normalize_percentiles)
   twice = predict.prepare_image(normalised, (1.0, 99.8))
   assert np.abs(twice - normalised).max() > 1e-4  # The bug this guards against is visible.
-  model = evaluation.spiralnet_model(predictor)
+  model = models.spiralnet(predictor)
   np.testing.assert_array_equal(model.score(normalised), predict.score_image(predictor, raw))
   semantic, instances = model.predict(normalised)
   expected = predict.predict(predictor, raw)

@@ -394,6 +394,22 @@ def _assert_same_loss_and_grads(got_segmenter, want_segmenter, params, regions, 
 
 
 @pytest.mark.parametrize("loss", ["final", "per_step"])
+@pytest.mark.parametrize("boundary_weight", [0.0, 3.0])
+def test_vmapped_loss_equals_the_batch_native_loss(loss, boundary_weight):
+  segmenter = segmenter_lib.Segmenter.from_config(
+      _config(loss=loss, boundary_weight=boundary_weight, boundary_radius=2))
+  params = _random_params(segmenter)
+  # Regions with different label content, so per-region weight sums differ under weighting.
+  regions, labels = _border_regions((20, 22), 3), _labels((20, 22), 3)
+  labels = labels.at[2].set(jnp.zeros_like(labels[2]).at[..., 2].set(1.0))
+  want_value, want = jax.jit(jax.value_and_grad(segmenter.loss))(params, regions, labels)
+  got_value, got = jax.jit(jax.value_and_grad(segmenter.loss_vmapped))(params, regions, labels)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("loss", ["final", "per_step"])
 def test_cropped_grads_equal_full_fov_grads(loss):
   full, cropped = _pair(dict(loss=loss))
   params = _random_params(full)

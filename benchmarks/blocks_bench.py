@@ -21,6 +21,7 @@ import numpy as np
 from spiralnet_jax import blocks
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
+from spiralnet_jax import models
 from spiralnet_jax import predict
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -42,7 +43,8 @@ def main(argv):
   want = predict.predict_instances(predictor, mosaic)
   whole_s = time.perf_counter() - start
   start = time.perf_counter()
-  got = blocks.segment_blocks(predictor, mosaic, block=_BLOCK.value, margin=_MARGIN.value)
+  got = blocks.segment_blocks(models.spiralnet(predictor), mosaic, block=_BLOCK.value,
+                             margin=_MARGIN.value)
   blocks_s = time.perf_counter() - start
   ious = metrics.counterpart_ious(want, got)
   bench_common.emit({

@@ -8,7 +8,9 @@ nuclei; 0 = background) and `<stem>_nuclei.csv` (one row per nucleus, measured o
 with scikit-image); `--save-semantic` adds `<stem>_semantic.tif` (uint8, 255 = nucleus),
 `--save-overlay` `<stem>_overlay.png` and `--save-rois` `<stem>_rois.zip` (one ImageJ / Fiji
 polygon ROI per nucleus, named by its label id). With `--mode semantic` only the semantic mask
-is written.
+is written. A Zarr or OME-Zarr store (`slide.zarr`) is segmented block by block, never read
+whole, into `<stem>_labels.zarr` (uint32; spiralnet_jax.segment_zarr), on the Dask cluster's
+workers with `--dask` / `--scheduler`.
 
 Bad input never becomes a silent wrong mask: every problem with one file is one line on stderr,
 `spiralnet-segment: error: <file>: <reason>`, the other files go on, and the exit status is 1
@@ -34,9 +36,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from spiralnet_jax import blocks
 from spiralnet_jax import errors
 from spiralnet_jax import scale
 from spiralnet_jax import segment_io
+from spiralnet_jax import segment_zarr
 from spiralnet_jax.segment_io import InputError
 from spiralnet_jax.segment_model import UsageError, load_model
 
@@ -56,6 +60,8 @@ def output_paths(path: pathlib.Path, output_dir: Optional[pathlib.Path], mode: s
   """{kind: path} of what one input produces (`<stem>_labels.tif`, ...); `extras`: the optional
   kinds asked for ("semantic", "overlay", "rois"; semantic mode: the overlay only)."""
   folder = output_dir if output_dir is not None else path.parent
+  if segment_io.is_zarr_store(path):  # Labels only: the rest would need them all in memory.
+    return {"zarr": segment_zarr.output_path(path, folder)}
   if mode == "semantic":
     kinds = ["semantic"] + [k for k in ("overlay",) if k in extras]
   else:
@@ -74,7 +80,8 @@ def _check_outputs(outputs: dict[str, pathlib.Path], inputs: set[pathlib.Path],
     except InputError as e:
       raise InputError(f"output {out} is {e}") from e
     keys.append(key)
-    if out.is_dir():
+    if out.is_dir() and not (out.name.endswith(segment_io.OUTPUT_SUFFIXES["zarr"])
+                             and segment_io.is_zarr_store(out)):
       raise InputError(f"output {out} is a directory (remove or rename it)")
     if key in inputs:
       raise InputError(f"output {out} would overwrite an input file (never allowed); use "
@@ -103,14 +110,27 @@ class Reading:
   channel_axis: str = "auto"
   series: Optional[int] = None
   diameter: Optional[float] = None  # Of the image's nuclei (px); None: not rescaled.
+  block: int = blocks.BLOCK  # Zarr inputs: core and context of a block (px).
+  margin: int = blocks.MARGIN
+
+  @classmethod
+  def from_args(cls, args: argparse.Namespace) -> "Reading":
+    """The reading the command line asks for."""
+    return cls(args.channel, args.channel_axis, args.series, args.diameter, args.block,
+               args.margin)
 
 
 def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Path],
                  reading: Reading, progress: Optional[Callable[[int, int], None]] = None,
-                 note: Callable[[str], None] = lambda line: None) -> int:
-  """Reads, segments and writes one file; returns its nucleus count; InputError if bad."""
+                 note: Callable[[str], None] = lambda line: None,
+                 map_fn: Optional[blocks.MapFn] = None) -> int:
+  """Reads, segments and writes one file (a Zarr store's blocks through `map_fn`, default in
+  this process); returns its nucleus count; InputError if bad."""
   from spiralnet_jax import figures  # pylint: disable=g-import-not-at-top
   from spiralnet_jax import predict  # pylint: disable=g-import-not-at-top
+  if "zarr" in outputs:
+    return segment_zarr.segment_store(path, model, outputs["zarr"], reading, progress, note,
+                                      map_fn)
   read = segment_io.read_image(path, reading.series)
   if read.note:
     note(read.note)
@@ -149,10 +169,11 @@ def segment_file(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
 
 def file_failure(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Path],
                  reading: Reading, progress: Optional[Callable[[int, int], None]] = None,
-                 note: Callable[[str], None] = lambda line: None) -> Optional[str]:
+                 note: Callable[[str], None] = lambda line: None,
+                 map_fn: Optional[blocks.MapFn] = None) -> Optional[str]:
   """`segment_file`, returning None when it succeeds, else the one-line reason it failed."""
   try:
-    segment_file(path, model, outputs, reading, progress, note)
+    segment_file(path, model, outputs, reading, progress, note, map_fn)
   except InputError as e:
     return str(e)
   except MemoryError:
@@ -163,13 +184,14 @@ def file_failure(path: pathlib.Path, model: Model, outputs: dict[str, pathlib.Pa
 def build_parser() -> argparse.ArgumentParser:
   """The command line."""
   parser = argparse.ArgumentParser(
-      prog=PROG, description="Segment nuclei in TIFF / PNG / JPEG images with SpiralNet (or "
-      "the U-Net baseline): instance label TIFFs and per-nucleus CSV measurements.",
+      prog=PROG, description="Segment nuclei in TIFF / PNG / JPEG images and Zarr / OME-Zarr "
+      "stores with SpiralNet (or the U-Net baseline): instance label TIFFs (Zarr for Zarr "
+      "inputs) and per-nucleus CSV measurements.",
       epilog="Exit status: 0 all files done, 1 some file failed (each failure is one line on "
       "stderr), 2 usage error (no inputs, unusable weights).")
   parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                      help="image files, folders (their .tif/.tiff/.png/.jpg/.jpeg files) or "
-                      "glob patterns such as 'plate1/*.tif'")
+                      help="image files, Zarr stores, folders (their .tif/.tiff/.png/.jpg/.jpeg "
+                      "files and Zarr stores) or glob patterns such as 'plate1/*.tif'")
   parser.add_argument("--weights", default=None, metavar="DIR",
                       help="a train.py workdir holding config.json and checkpoints/, or "
                       "exported weights (tools/export_weights.py) (default: the packaged "
@@ -207,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   parser.add_argument("--recursive", action="store_true",
                       help="descend into subfolders of folder inputs (and ** in patterns)")
+  _add_scale_out_options(parser)
+  parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+  return parser
+
+
+def _add_scale_out_options(parser: argparse.ArgumentParser) -> None:
+  """Huge images (Zarr, block by block) and many files (Dask)."""
+  parser.add_argument("--block", type=int, default=blocks.BLOCK, metavar="PX",
+                      help="Zarr inputs: the side of a block's core (px); each block is "
+                      f"predicted with --margin px of context (default {blocks.BLOCK})")
+  parser.add_argument("--margin", type=int, default=blocks.MARGIN, metavar="PX",
+                      help="Zarr inputs: context around a block's core (px; default "
+                      f"{blocks.MARGIN}: a region and its continuation moves)")
   parser.add_argument("--dask", action="store_true",
                       help="spread the files over the workers of a Dask LocalCluster on this "
                       "machine (pip install -e \".[dask]\")")
@@ -215,8 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                       help="spread the files over the workers of the Dask scheduler at ADDRESS "
                       "(e.g. tcp://host:8786; a SLURM cluster through dask-jobqueue)")
-  parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-  return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -237,9 +270,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, name) is not None and getattr(args, name) < 0:
       error(f"--{name}", "must be ≥ 0")
       return 2
-  if args.workers < 1:
-    error("--workers", "must be ≥ 1")
-    return 2
+  for name, least in (("workers", 1), ("block", 1), ("margin", 0)):
+    if getattr(args, name) < least:
+      error(f"--{name}", f"must be ≥ {least}")
+      return 2
   files, failures = segment_io.find_inputs(args.inputs, args.recursive)
   for spec, reason in failures:
     error(spec, reason)
@@ -261,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return _run(args, files, model, error, num_failed=len(failures))
     from spiralnet_jax import segment_dask  # pylint: disable=g-import-not-at-top
     try:
-      return segment_dask.run(args, files, error, num_failed=len(failures))
+      return segment_dask.run(args, files, model, error, num_failed=len(failures))
     except UsageError as e:
       write_line(f"{PROG}: error: {e}")
       return 2
@@ -302,6 +336,12 @@ def planned_outputs(args: argparse.Namespace, files: list[pathlib.Path],
   for path in files:
     outputs = output_paths(path, args.output_dir, args.mode, extras)
     try:
+      if "zarr" in outputs and args.mode == "semantic":
+        raise InputError("--mode semantic is not supported for Zarr input (it writes "
+                         "<stem>_labels.zarr in instance mode)")
+      if "zarr" in outputs and extras:
+        write_line(f"{PROG}: note: {path}: a Zarr input gives <stem>_labels.zarr only (no "
+                   "CSV, semantic mask, overlay or ROIs)")
       _check_outputs(outputs, inputs, planned, path, args.overwrite)
       plans.append((path, outputs))
     except InputError as e:
@@ -315,7 +355,7 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
   """Segments every file; returns the exit status (`num_failed` inputs already failed)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   plans, num_failed = planned_outputs(args, files, error, num_failed)
-  reading = Reading(args.channel, args.channel_axis, args.series, args.diameter)
+  reading = Reading.from_args(args)
   done = 0
   with tqdm(plans, desc="files", unit="file", disable=args.quiet, file=sys.stderr,
             dynamic_ncols=True) as bar:
@@ -326,7 +366,8 @@ def _run(args: argparse.Namespace, files: list[pathlib.Path], model: Model,
       def progress(count: int, total: int) -> None:
         nonlocal region_bar
         if region_bar is None:
-          unit = "region" if args.model == "spiralnet" else "tile"
+          unit = ("block" if "zarr" in outputs else "region" if args.model == "spiralnet"
+                  else "tile")
           region_bar = tqdm(total=total, desc=f"  {unit}s", unit=unit, leave=False,
                             disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
         region_bar.update(count - region_bar.n)

@@ -16,6 +16,7 @@ import glob
 import os
 import pathlib
 import secrets
+import shutil
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -26,7 +27,9 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 # What this program writes, by output kind; a folder or glob never picks these up as inputs.
 OUTPUT_SUFFIXES = {"labels": "_labels.tif", "semantic": "_semantic.tif",
-                   "overlay": "_overlay.png", "csv": "_nuclei.csv", "rois": "_rois.zip"}
+                   "overlay": "_overlay.png", "csv": "_nuclei.csv", "rois": "_rois.zip",
+                   "zarr": "_labels.zarr"}
+ZARR_STORE_FILES = ("zarr.json", ".zarray", ".zgroup")  # One of them marks a Zarr store.
 CSV_FIELDS = ("label", "area", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col",
               "bbox_max_row", "bbox_max_col", "mean_intensity")
 
@@ -54,28 +57,39 @@ def _is_output_name(path: pathlib.Path) -> bool:
   return any(path.name.endswith(suffix) for suffix in OUTPUT_SUFFIXES.values())
 
 
+def is_zarr_store(path: pathlib.Path) -> bool:
+  """Whether `path` is a Zarr store (array or group, format 2 or 3): one image, not a folder."""
+  return path.is_dir() and any((path / name).is_file() for name in ZARR_STORE_FILES)
+
+
 def _candidates(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
-  """Image files among `paths` (by extension, any case), minus this program's own outputs."""
+  """Image files (by extension, any case) and Zarr stores among `paths`, minus this program's
+  own outputs and anything inside a Zarr store."""
+  # A hidden store is a temporary one of this program's (or a killed run's leftover).
+  stores = {p for p in paths if is_zarr_store(p) and not p.name.startswith(".")}
   return sorted(p for p in paths
-                if p.is_file() and _is_image_name(p) and not _is_output_name(p))
+                if (p in stores or p.is_file() and _is_image_name(p)) and not _is_output_name(p)
+                and not any(parent in stores for parent in p.parents))
 
 
 def find_inputs(specs: Sequence[str],
                 recursive: bool = False) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
   """(input files, [(spec, reason)] failures) from files, folders and glob patterns.
 
-  A named file is taken as is (a wrong one fails later, when read); a folder gives its image
-  files (sorted; with `recursive`, its subfolders' too); a pattern (*, ?, [) is expanded here
-  as well, for shells that do not. Folders and patterns skip `*_labels.tif` and the other
-  outputs of this program. Duplicates (same resolved path) are dropped.
+  A named file or Zarr store is taken as is (a wrong one fails later, when read); a folder
+  gives its image files and Zarr stores (sorted; with `recursive`, its subfolders' too); a
+  pattern (*, ?, [) is expanded here as well, for shells that do not. Folders and patterns skip
+  `*_labels.tif` and the other outputs of this program. Duplicates (same resolved path) are
+  dropped.
   """
   files, failures, seen = [], [], set()
   for spec in specs:
     path = pathlib.Path(spec)
-    if path.is_dir():
+    if path.is_dir() and not is_zarr_store(path):
       found = _candidates(list(path.rglob("*") if recursive else path.iterdir()))
       if not found:
-        failures.append((spec, "folder holds no .tif/.tiff/.png/.jpg/.jpeg images"))
+        failures.append((spec, "folder holds no .tif/.tiff/.png/.jpg/.jpeg images or Zarr "
+                         "stores"))
     elif path.exists() or path.is_symlink():
       found = [path]
     elif glob.has_magic(spec):
@@ -190,35 +204,44 @@ def _channel_axis(shape: tuple[int, ...], axes: str, channel_axis: str) -> int:
 
 def select_channel(array: np.ndarray, channel: Optional[int], channel_axis: str = "auto",
                    axes: str = "") -> np.ndarray:
-  """The 2-D image to segment: the array itself, or channel `channel` of a 3-D array.
+  """The 2-D image to segment: the array itself, or channel `channel` of a 3-D array
+  (`array[plane_index(...)]`)."""
+  return array[plane_index(array.shape, channel, channel_axis, axes)]
+
+
+def plane_index(shape: tuple[int, ...], channel: Optional[int], channel_axis: str = "auto",
+                axes: str = "") -> tuple:
+  """The index (ints and two `slice(None)`) of the 2-D image to segment in an array of `shape`.
 
   Size-1 leading or trailing axes (e.g. a 1-plane TIFF stack) are dropped first. A 3-D array
   needs `channel`; its channel axis is `channel_axis` ("first" (C, H, W), "last" (H, W, C)) or,
   with "auto", the one the file's `axes` place beside Y and X, else the only axis of at most 4
   elements; when none of these decides, InputError (never a guess).
   """
-  shape = array.shape
-  axes = axes if len(axes) == array.ndim else ""
-  while array.ndim > 2 and array.shape[0] == 1:
-    array, axes = array[0], axes[1:]
-  while array.ndim > 2 and array.shape[-1] == 1:
-    array, axes = array[..., 0], axes[:-1]
-  if array.ndim == 2:
+  shape = tuple(shape)
+  axes = axes if len(axes) == len(shape) else ""
+  index = [slice(None)] * len(shape)
+  lo, hi = 0, len(shape)  # The axes left once size-1 ones are dropped.
+  while hi - lo > 2 and shape[lo] == 1:
+    index[lo], lo = 0, lo + 1
+  while hi - lo > 2 and shape[hi - 1] == 1:
+    index[hi - 1], hi = 0, hi - 1
+  if hi - lo == 2:
     if channel not in (None, 0):
-      raise InputError(f"image is 2-D {tuple(shape)}; it has no channel {channel}")
-    return array
-  if array.ndim != 3:
-    raise InputError(f"expected a 2-D image or a 3-D multi-channel array, got shape "
-                     f"{tuple(shape)}")
+      raise InputError(f"image is 2-D {shape}; it has no channel {channel}")
+    return tuple(index)
+  if hi - lo != 3:
+    raise InputError(f"expected a 2-D image or a 3-D multi-channel array, got shape {shape}")
   if channel is None:
-    raise InputError(f"array of shape {tuple(shape)} is a 3-D stack or multi-channel (e.g. RGB) "
+    raise InputError(f"array of shape {shape} is a 3-D stack or multi-channel (e.g. RGB) "
                      "image; pass --channel C to pick the channel to segment")
-  axis = _channel_axis(tuple(array.shape), axes, channel_axis)
-  if not 0 <= channel < array.shape[axis]:
-    raise InputError(f"--channel {channel} is out of range: shape {tuple(shape)} has "
-                     f"{array.shape[axis]} channels on its {'first' if axis == 0 else 'last'} "
-                     "axis")
-  return np.take(array, channel, axis=axis)
+  first = _channel_axis(shape[lo:hi], axes[lo:hi], channel_axis) == 0
+  axis = lo if first else hi - 1
+  if not 0 <= channel < shape[axis]:
+    raise InputError(f"--channel {channel} is out of range: shape {shape} has "
+                     f"{shape[axis]} channels on its {'first' if first else 'last'} axis")
+  index[axis] = channel
+  return tuple(index)
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -320,16 +343,16 @@ def atomic_outputs():
 
   try:
     yield temp_for
-    _replace_all(pending)
+    replace_all(pending)
   finally:
     for _, temp in pending:
       with contextlib.suppress(OSError):
         temp.unlink()
 
 
-def _replace_all(pending: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> None:
-  """Renames each temporary file onto its final path; if one rename fails, restores every old
-  file (kept aside as a hidden `.old` file until all renames are done)."""
+def replace_all(pending: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> None:
+  """Renames each temporary file (or folder) onto its final path; if one rename fails, restores
+  every old one (kept aside under a hidden `.old` name until all renames are done)."""
   moved: list[tuple[pathlib.Path, Optional[pathlib.Path]]] = []
   try:
     for final, temp in pending:
@@ -343,11 +366,19 @@ def _replace_all(pending: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> None:
     for final, backup in reversed(moved):
       with contextlib.suppress(OSError):
         if backup is None:
-          final.unlink(missing_ok=True)
+          _remove(final)
         else:
           os.replace(backup, final)
     raise
   for _, backup in moved:
     if backup is not None:
       with contextlib.suppress(OSError):
-        backup.unlink()
+        _remove(backup)
+
+
+def _remove(path: pathlib.Path) -> None:
+  """Removes a file, a link or a folder (a Zarr store) at `path`, if there is one."""
+  if path.is_dir() and not path.is_symlink():
+    shutil.rmtree(path)
+  else:
+    path.unlink(missing_ok=True)

@@ -22,8 +22,9 @@ INFERENCE = ("predict", "segment", "evaluation", "continuation", "assembly", "re
              "segmenter", "spiral", "unet", "metrics", "figures", "data", "pretrained",
              "classical", "checkpoints", "stages", "unet_predict", "segment_io", "reports",
              "step_net", "train_state", "errors", "conv", "defaults", "cli", "seeding", "scale",
-             "napari_plugin", "segment_model", "segment_dask", "blocks", "models")
+             "napari_plugin", "segment_model", "segment_dask", "blocks", "models", "segment_zarr")
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -139,6 +140,15 @@ def test_one_model_abstraction_serves_evaluation_and_the_command_line():
                    for node in ast.walk(ast.parse(path.read_text(), str(path)))
                    if isinstance(node, ast.ClassDef) and node.name == "Model")
   assert defined == ["spiralnet_jax.models"]
+
+
+def test_no_function_of_the_package_exceeds_60_lines():
+  long = {f"{path.relative_to(REPO)}:{node.name}": node.end_lineno - node.lineno + 1
+          for path in sorted(PACKAGE.rglob("*.py"))
+          for node in ast.walk(ast.parse(path.read_text(), str(path)))
+          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+          and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES}
+  assert not long, f"over {MAX_FUNCTION_LINES} lines: {long}"
 
 
 def test_no_file_of_the_package_exceeds_400_lines():

@@ -7,6 +7,7 @@ import pytest
 from spiralnet_jax import blocks
 from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
+from spiralnet_jax import models
 from spiralnet_jax import predict
 
 
@@ -31,12 +32,12 @@ def mosaic_and_labels():
   fields = [ex.image for ex in data_lib.load_split("test", data_lib.sample_dir())]
   mosaic = np.block([[fields[0], fields[1]], [fields[1], fields[0]]])  # 1040×1392.
   predictor = predict.Predictor.pretrained()
-  return predictor, mosaic, predict.predict_instances(predictor, mosaic)
+  return models.spiralnet(predictor), mosaic, predict.predict_instances(predictor, mosaic)
 
 
 def test_a_mosaic_in_four_blocks_gives_the_whole_image_instances(mosaic_and_labels):
-  predictor, mosaic, want = mosaic_and_labels
-  got = blocks.segment_blocks(predictor, mosaic, block=700, margin=128)
+  model, mosaic, want = mosaic_and_labels
+  got = blocks.segment_blocks(model, mosaic, block=700, margin=128)
   assert len(blocks.windows(mosaic.shape, 700, 128)) == 4 and got.dtype == np.uint32
   ious = metrics.counterpart_ious(want, got)
   # Measured: all 441 nuclei identical (IoU 1) on this CPU; the bar is 0.99.
@@ -47,7 +48,7 @@ def test_blocks_on_two_dask_workers_into_zarr_equal_the_in_process_blocks(mosaic
                                                                           tmp_path):
   distributed = optional_module("distributed", "dask")
   zarr = optional_module("zarr", "dask")
-  predictor, mosaic, _ = mosaic_and_labels
+  model, mosaic, _ = mosaic_and_labels
   mosaic = mosaic[:800, :1000]  # 4 blocks of 500 (less to compile and predict on the workers).
   source = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=mosaic.shape,
                            chunks=(512, 512), dtype=mosaic.dtype)
@@ -57,7 +58,7 @@ def test_blocks_on_two_dask_workers_into_zarr_equal_the_in_process_blocks(mosaic
   with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                 dashboard_address=None) as cluster, \
        distributed.Client(cluster) as client:
-    blocks.segment_blocks(predictor, source, block=500, margin=128, out=out,
+    blocks.segment_blocks(model, source, block=500, margin=128, out=out,
                           map_fn=blocks.dask_map(client))
-  np.testing.assert_array_equal(out[:], blocks.segment_blocks(predictor, mosaic, block=500,
+  np.testing.assert_array_equal(out[:], blocks.segment_blocks(model, mosaic, block=500,
                                                              margin=128))

@@ -409,7 +409,8 @@ def test_usage_errors_exit_2(workdir, tmp_path, capsys):
   empty.mkdir()
   code, lines = _run(capsys, empty, "--weights", workdir)
   assert code == 2
-  assert lines == [f"{ERROR}{empty}: folder holds no .tif/.tiff/.png/.jpg/.jpeg images",
+  assert lines == [f"{ERROR}{empty}: folder holds no .tif/.tiff/.png/.jpg/.jpeg images or "
+                   "Zarr stores",
                    f"{ERROR}inputs: no input images found"]
   code, _ = _run(capsys, tmp_path, "--model", "cellpose")
   assert code == 2

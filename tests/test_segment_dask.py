@@ -68,3 +68,22 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(workdir, tmp_path, caps
   assert code == 2 and len(lines) == 1, lines
   assert lines[0].startswith(f"{ERROR}--scheduler tcp://127.0.0.1:9: cannot reach a Dask")
   assert not (tmp_path / "a_labels.tif").exists()
+
+
+def test_a_zarr_store_in_blocks_on_two_workers_equals_the_one_process_run(workdir, scheduler,
+                                                                          tmp_path, capsys):
+  zarr = optional_module("zarr", "dask")
+  image = _image(3, (120, 150))
+  store = zarr.open_array(str(tmp_path / "slide.zarr"), mode="w", shape=image.shape,
+                          dtype=image.dtype, chunks=(50, 50))
+  store[:] = image
+  blocking = ["--weights", workdir, "--block", "64", "--margin", "32"]
+  code_one, lines_one = _run(capsys, tmp_path / "slide.zarr", *blocking, "--output-dir",
+                             tmp_path / "one")
+  code_dask, lines_dask = _run(capsys, tmp_path / "slide.zarr", *blocking, "--output-dir",
+                               tmp_path / "dask", "--scheduler", scheduler)
+  assert code_one == code_dask == 0 and not _errors(lines_one + lines_dask)
+  one = zarr.open_array(str(tmp_path / "one" / "slide_labels.zarr"), mode="r")
+  dask = zarr.open_array(str(tmp_path / "dask" / "slide_labels.zarr"), mode="r")
+  assert one[:].max() > 3 and dict(one.attrs) == dict(dask.attrs)
+  np.testing.assert_array_equal(dask[:], one[:])

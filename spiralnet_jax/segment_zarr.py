@@ -73,6 +73,8 @@ def _ome_image(group: Any) -> tuple[Any, str]:
     array = group[image["datasets"][0]["path"]]
   except KeyError as e:
     raise InputError(f"OME-Zarr metadata names a missing dataset {e}") from e
+  if not hasattr(array, "dtype"):
+    raise InputError(f"OME-Zarr dataset {image['datasets'][0]['path']!r} is a group, not an array")
   axes = image.get("axes") or ["t", "c", "z", "y", "x"][-array.ndim:]  # NGFF 0.1-0.3: tczyx.
   names = "".join((a["name"] if isinstance(a, dict) else a)[0].lower() for a in axes)
   if len(names) != array.ndim:
@@ -100,6 +102,8 @@ def _ome_plane_index(shape: tuple[int, ...], names: str, channel: Optional[int])
       index.append(0)
   if names.count("y") != 1 or names.count("x") != 1:
     raise InputError(f"OME-Zarr axes {names!r} do not name one y and one x axis")
+  if "c" not in names and channel not in (None, 0):
+    raise InputError(f"the image (axes {names!r}) has no channel {channel}")
   return tuple(index)
 
 

@@ -461,3 +461,29 @@ def test_evaluation_models_normalise_once_as_predict_does():
   expected = predict.predict(predictor, raw)
   np.testing.assert_array_equal(semantic, expected[0])
   np.testing.assert_array_equal(instances, expected[1])
+
+
+_BACKEND_COMPILES = []  # Every XLA backend compilation of this test process (jax.monitoring).
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _BACKEND_COMPILES.append(event)
+    if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+@pytest.mark.parametrize("seeds,lobes", [("grid", False), ("peaks", True)])
+def test_a_second_field_of_the_same_size_compiles_nothing(seeds, lobes):
+  """Fixed batch shapes, shape buckets and continuation rounds: fields of one size share every
+  compiled function, whatever their nuclei (here different numbers of regions and moves)."""
+  from spiralnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  config = _config(features=5 if lobes else 6)  # A segmenter of its own: nothing compiled yet.
+  config.scorer.threshold = -1e9  # Random weights: let every region pass.
+  config.predict.seeds, config.predict.lobes = seeds, lobes
+  config.assembly.split_containers = lobes
+  predictor = _predictor(config)
+  first, second = (synthetic.generate(seed, shape=(120, 150))[0] for seed in (1, 2))
+  start = len(_BACKEND_COMPILES)
+  predict.predict(predictor, first)
+  before = len(_BACKEND_COMPILES)
+  assert before > start  # The listener sees compilations at all.
+  _, instances = predict.predict(predictor, second)
+  assert instances.shape == (120, 150)
+  assert len(_BACKEND_COMPILES) == before

@@ -40,7 +40,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "predict.stride": (1, INF, True), "predict.stripe_rows": (1, INF, True),
     "predict.peak_stride": (1, INF, True), "predict.peak_min_distance": (1, INF, True),
     "predict.lobe_min_distance": (1, INF, True), "predict.lobe_min_depth": (0, INF, False),
-    "predict.max_lobes": (2, INF, True),
+    "predict.max_lobes": (2, INF, True), "predict.lobe_max_solidity": (0, 1, False),
     "predict.chunk_regions": (1, INF, True), "predict.unet_tile": (1, INF, True),
     "train.log_every_steps": (1, INF, True), "train.checkpoint_every_epochs": (1, INF, True),
     "train.checkpoint_every_steps": (0, INF, True), "train.max_to_keep": (1, INF, True),

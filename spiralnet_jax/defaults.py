@@ -165,6 +165,10 @@ def _predict() -> ml_collections.ConfigDict:
   section.lobe_min_distance = 6
   section.lobe_min_depth = 3.0
   section.max_lobes = 4
+  # Only candidates of solidity (area / convex hull area) at most this get lobe regions: two
+  # touching nuclei have a neck, one elongated nucleus has several ridge maxima but no neck
+  # (1.0: every candidate with two lobes, as before).
+  section.lobe_max_solidity = 1.0
   # Region-grid rows scored at once; a streamed chunk of regions also spans at most this many
   # rows (bounds the image window each chunk holds).
   section.stripe_rows = 64

@@ -291,7 +291,7 @@ def _lobe_pieces(predictor: Predictor, image: np.ndarray, claimed: assembly.Clai
     return None
   centres, parents, index = seeding.object_lobes(
       claimed.pixel, claimed.object_id, image.shape[1], int(cfg.lobe_min_distance),
-      float(cfg.lobe_min_depth), int(cfg.max_lobes))
+      float(cfg.lobe_min_depth), int(cfg.max_lobes), float(cfg.lobe_max_solidity))
   if not len(centres):
     return None
   order = np.lexsort((centres[:, 1], centres[:, 0]))  # Raster order, as the first regions.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage as ndi
 import skimage.feature
+import skimage.morphology
 
 from spiralnet_jax import regions as regions_lib
 
@@ -64,13 +65,15 @@ def centre_origins(centres: np.ndarray, geom: regions_lib.RegionGeometry) -> np.
   return np.asarray(centres, np.int64).reshape(-1, 2) - np.asarray(geom.centre, np.int64)
 
 
-def lobe_centres(mask: np.ndarray, min_distance: int, min_depth: float,
-                 max_lobes: int) -> np.ndarray:
+def lobe_centres(mask: np.ndarray, min_distance: int, min_depth: float, max_lobes: int,
+                 max_solidity: float) -> np.ndarray:
   """(L, 2) int64 maxima of a candidate mask's distance transform, if it has ≥ 2 lobes.
 
   A lobe is a maximum at least `min_depth` px deep inside the mask and `min_distance` px from
   a deeper one; at most `max_lobes`, deepest first (ties: raster order). A candidate with one
-  lobe (one nucleus, however shaped) gives none: it needs no second look.
+  lobe (one nucleus, however shaped) gives none: it needs no second look; nor does one whose
+  solidity (area / convex hull area) exceeds `max_solidity`: an elongated single nucleus has
+  several maxima along its ridge but is convex, two touching nuclei have a neck (1.0: keep all).
   """
   mask = np.asarray(mask, bool)
   if mask.sum() == 0:
@@ -81,12 +84,20 @@ def lobe_centres(mask: np.ndarray, min_distance: int, min_depth: float,
                                          threshold_abs=float(min_depth), exclude_border=False,
                                          num_peaks=int(max_lobes))
   peaks = np.asarray(peaks, np.int64).reshape(-1, 2)
-  return peaks if len(peaks) >= 2 else np.zeros((0, 2), np.int64)
+  # Solidity is a convex hull per candidate: computed only where it can matter.
+  if len(peaks) < 2 or (max_solidity < 1 and solidity(mask) > max_solidity):
+    return np.zeros((0, 2), np.int64)
+  return peaks
+
+
+def solidity(mask: np.ndarray) -> float:
+  """Pixels of `mask` over pixels of its convex hull (1 for a convex mask)."""
+  return float(mask.sum() / skimage.morphology.convex_hull_image(mask).sum())
 
 
 def object_lobes(pixel: np.ndarray, object_id: np.ndarray, image_width: int,
-                 min_distance: int, min_depth: float,
-                 max_lobes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 min_distance: int, min_depth: float, max_lobes: int,
+                 max_solidity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Lobe centres of every candidate given as claimed (flat pixel, object id) pairs.
 
   Returns (centres (M, 2) image yx, parent object id (M,), lobe index within the parent (M,)),
@@ -101,7 +112,7 @@ def object_lobes(pixel: np.ndarray, object_id: np.ndarray, image_width: int,
     y, x = pixel[start:stop] // image_width, pixel[start:stop] % image_width
     mask = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
     mask[y - y.min(), x - x.min()] = True
-    lobes = lobe_centres(mask, min_distance, min_depth, max_lobes)
+    lobes = lobe_centres(mask, min_distance, min_depth, max_lobes, max_solidity)
     centres.append(lobes + np.array([y.min(), x.min()]))
     parents.append(np.full(len(lobes), object_id[start]))
     index.append(np.arange(len(lobes)))

@@ -55,21 +55,36 @@ def test_cell_and_centre_origins():
 
 def test_lobe_centres_of_two_touching_disks_and_none_of_one():
   one = _disk((40, 60), (20, 20), 9)
-  assert seeding.lobe_centres(one, 6, 3.0, 4).shape == (0, 2)
+  assert seeding.lobe_centres(one, 6, 3.0, 4, 1.0).shape == (0, 2)
   two = one | _disk((40, 60), (20, 36), 9)  # Centres 16 px apart: they overlap by 2 px.
-  np.testing.assert_array_equal(np.sort(seeding.lobe_centres(two, 6, 3.0, 4), axis=0),
+  np.testing.assert_array_equal(np.sort(seeding.lobe_centres(two, 6, 3.0, 4, 1.0), axis=0),
                                 [[20, 20], [20, 36]])
   # Lobes closer than min_distance are one; a lobe shallower than min_depth does not count.
-  assert seeding.lobe_centres(two, 20, 3.0, 4).shape == (0, 2)
-  assert seeding.lobe_centres(two, 6, 12.0, 4).shape == (0, 2)
+  assert seeding.lobe_centres(two, 20, 3.0, 4, 1.0).shape == (0, 2)
+  assert seeding.lobe_centres(two, 6, 12.0, 4, 1.0).shape == (0, 2)
+
+
+def test_a_convex_candidate_gets_no_lobes_under_a_solidity_bound_a_necked_one_does():
+  yy, xx = np.mgrid[:40, :90]
+  # A stadium (a 50×18 bar with round ends): convex, its distance ridge is flat along the bar.
+  stadium = ((np.abs(yy - 20) <= 9) & (np.abs(xx - 45) <= 25)
+             | ((yy - 20) ** 2 + (xx - 20) ** 2 <= 81) | ((yy - 20) ** 2 + (xx - 70) ** 2 <= 81))
+  assert len(seeding.lobe_centres(stadium, 6, 3.0, 4, 1.0)) >= 2  # Ridge maxima, no neck.
+  assert seeding.solidity(stadium) > 0.98  # Convex up to pixelisation.
+  assert seeding.lobe_centres(stadium, 6, 3.0, 4, 0.95).shape == (0, 2)
+  two = _disk((40, 60), (20, 20), 9) | _disk((40, 60), (20, 36), 9)
+  assert 0.85 < seeding.solidity(two) < 0.95  # The neck between the two disks.
+  assert len(seeding.lobe_centres(two, 6, 3.0, 4, 0.95)) == 2
+  square = np.ones((5, 7), bool)
+  assert seeding.solidity(square) == 1.0  # By hand: 35 of 35 hull pixels.
 
 
 def test_lobe_centres_keep_the_deepest_up_to_max_lobes():
   shape = (40, 100)
   mask = (_disk(shape, (20, 15), 10) | _disk(shape, (20, 40), 12) | _disk(shape, (20, 67), 11)
           | np.pad(np.ones((3, 60), bool), ((18, 19), (15, 25))))  # A bar joins the three.
-  np.testing.assert_array_equal(seeding.lobe_centres(mask, 6, 3.0, 2), [[20, 40], [20, 67]])
-  assert len(seeding.lobe_centres(mask, 6, 3.0, 4)) == 3
+  np.testing.assert_array_equal(seeding.lobe_centres(mask, 6, 3.0, 2, 1.0), [[20, 40], [20, 67]])
+  assert len(seeding.lobe_centres(mask, 6, 3.0, 4, 1.0)) == 3
 
 
 @pytest.mark.parametrize("width", [60, 61])
@@ -79,10 +94,11 @@ def test_object_lobes_from_claims_in_image_coordinates(width):
   one = _disk(shape, (8, 50), 5)
   pixel = np.r_[np.flatnonzero(one), np.flatnonzero(two)]
   object_id = np.r_[np.full(one.sum(), 7), np.full(two.sum(), 3)]
-  centres, parents, index = seeding.object_lobes(pixel, object_id, width, 6, 3.0, 4)
+  centres, parents, index = seeding.object_lobes(pixel, object_id, width, 6, 3.0, 4, 1.0)
   order = np.argsort(centres[:, 1])
   np.testing.assert_array_equal(centres[order], [[25, 12], [25, 26]])
   np.testing.assert_array_equal(parents, [3, 3])
   np.testing.assert_array_equal(np.sort(index), [0, 1])
-  empty = seeding.object_lobes(np.zeros(0, int), np.zeros(0, int), width, 6, 3.0, 4)
+  empty = seeding.object_lobes(np.zeros(0, int), np.zeros(0, int), width, 6, 3.0,
+                                4, 1.0)
   assert [a.shape for a in empty] == [(0, 2), (0,), (0,)]

@@ -1,6 +1,6 @@
 """Whole-field prediction side by side: the thesis path, the default path and the baselines.
 
-    SPIRALNET_BBBC039_DIR=/path/to/bbbc039 python benchmarks/paths_bench.py --fields=10 \
+    SPIRALNET_BBBC039_DIR=/path/to/bbbc039 python benchmarks/paths_bench.py --fields=3 \
         --out=benchmarks/results/paths_cpu-2core.json
 
 The first `fields` BBBC039 test fields (520×696), one process, same run, with the shipped model:
@@ -89,7 +89,10 @@ def main(argv):
   shipped = predict.Predictor.pretrained()
   images = [data_lib.normalize(ex.image, predict.percentiles(shipped.config)) for ex in examples]
   labels = [ex.labels for ex in examples]
-  rows = {name: _run(model, images, labels) for name, model in _models(shipped).items()}
+  rows = {}
+  for name, model in _models(shipped).items():
+    rows[name] = _run(model, images, labels)
+    print(name, rows[name]["median_s"], flush=True)  # Progress: the thesis path is slow.
   bench_common.emit({
       "benchmark": "whole-field prediction, thesis path vs default path vs baselines",
       "fields": [ex.name for ex in examples], "field_shape": list(images[0].shape),

@@ -259,6 +259,7 @@ def test_streamed_prediction_with_peaks_and_lobes_equals_whole_image_prediction(
   config = shipped.config.copy_and_resolve_references()
   config.predict.seeds = "peaks"
   config.predict.lobes = True
+  config.predict.lobe_max_solidity = 1.0  # Every two-lobed candidate: lobes on this small crop.
   config.assembly.split_containers = True
   config.predict.region_batch_size = 1  # Slot 0 always: bit-identical paths (see below).
   config.predict.chunk_regions = 6

@@ -358,12 +358,9 @@ class Segmenter:
                   labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(numerators, denominators) of the loss over the regions, one pair per averaged term:
     (1,) for "final", (steps,) for "per_step"; sums over regions add up to the batch's."""
-    image_canvas, mask_canvas = self._canvases(regions, None)
-    source = image_canvas  # Not hoisted (see the module docstring).
-    weighted = self.boundary_weight > 0
-    pixel_weight = (regions_lib.boundary_weights(labels, self.boundary_radius,
-                                                 self.boundary_weight) if weighted
-                    else jnp.ones(labels.shape[:3] + (1,), jnp.float32))
+    source, mask_canvas = self._canvases(regions, None)  # The image canvas: not hoisted.
+    pixel_weight = (regions_lib.boundary_weights(labels, self.boundary_radius, self.boundary_weight)
+                    if self.boundary_weight > 0 else None)  # None: uniform, no map to apply.
     channels = labels.shape[-1]
     if self.loss_type == "final":
       def body(carry, offsets):
@@ -375,9 +372,12 @@ class Segmenter:
       (_, logit_canvas), _ = self._scan(body, (mask_canvas, jnp.zeros_like(mask_canvas)),
                                         self.remat)
       bce = optax.sigmoid_binary_cross_entropy(self.from_canvas(logit_canvas), labels)
+      if pixel_weight is None:
+        return bce.sum()[None], jnp.full((1,), bce.size, jnp.float32)
       return (bce * pixel_weight).sum()[None], (pixel_weight.sum() * channels)[None]
 
-    label_canvas, weight_canvas = self.to_canvas(labels), self.to_canvas(pixel_weight)
+    label_canvas = self.to_canvas(labels)
+    weight_canvas = None if pixel_weight is None else self.to_canvas(pixel_weight)
 
     def per_step_body(mask_canvas, offsets):
       group_logits = self._group_logits(params, source, lax.stop_gradient(mask_canvas), offsets,
@@ -386,12 +386,12 @@ class Segmenter:
       for g in range(offsets.shape[0]):
         logits, start = group_logits[g], self._canvas_start(offsets[g])
         target = lax.dynamic_slice(label_canvas, (0, start[0], start[1], 0), logits.shape)
-        # The block's in-region pixels times their (boundary) weights, (B, n, n, 1).
-        weight = (self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
-                  * lax.dynamic_slice(weight_canvas, (0, start[0], start[1], 0),
-                                      logits.shape[:3] + (1,)))
+        weight = self.inside_region(offsets[g])[None, :, :, None].astype(jnp.float32)
+        if weight_canvas is not None:  # (B, n, n, 1); uniform: (1, n, n, 1) for all B regions.
+          weight = weight * lax.dynamic_slice(weight_canvas, (0, start[0], start[1], 0),
+                                              logits.shape[:3] + (1,))
         nums.append((optax.sigmoid_binary_cross_entropy(logits, target) * weight).sum())
-        dens.append(weight.sum() * channels)
+        dens.append(weight.sum() * channels * (1 if weight_canvas is not None else len(logits)))
       mask_canvas = self._write_group(mask_canvas, jax.nn.sigmoid(group_logits), offsets)
       return mask_canvas, (jnp.stack(nums), jnp.stack(dens))
 

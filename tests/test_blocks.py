@@ -9,6 +9,7 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import models
 from spiralnet_jax import predict
+from spiralnet_jax import segment_dask
 
 
 def test_spans_cover_the_axis_with_cores_and_clipped_margins():
@@ -55,9 +56,7 @@ def test_blocks_on_two_dask_workers_into_zarr_equal_the_in_process_blocks(mosaic
   source[:] = mosaic
   out = zarr.open_array(str(tmp_path / "labels.zarr"), mode="w", shape=mosaic.shape,
                         chunks=(512, 512), dtype=np.uint32)
-  with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                dashboard_address=None) as cluster, \
-       distributed.Client(cluster) as client:
+  with segment_dask.local_cluster(2) as cluster, distributed.Client(cluster) as client:
     blocks.segment_blocks(model, source, block=500, margin=128, out=out,
                           map_fn=blocks.dask_map(client))
   np.testing.assert_array_equal(out[:], blocks.segment_blocks(model, mosaic, block=500,

@@ -18,9 +18,9 @@ def _distributed():
 
 @pytest.fixture(scope="module")
 def scheduler():
-  distributed = _distributed()
-  with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                dashboard_address=None) as cluster:
+  _distributed()
+  from spiralnet_jax import segment_dask  # pylint: disable=g-import-not-at-top
+  with segment_dask.local_cluster(2) as cluster:  # What --dask starts.
     yield cluster.scheduler_address
 
 

@@ -37,6 +37,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "assembly.merge_containment": (0, 1.01, False), "assembly.min_size": (0, INF, True),
     "assembly.split_containment": (0, 1, False),
     "predict.region_batch_size": (1, INF, True), "predict.shape_bucket": (0, INF, True),
+    "predict.threads": (0, INF, True),
     "predict.stride": (1, INF, True), "predict.stripe_rows": (1, INF, True),
     "predict.peak_stride": (1, INF, True), "predict.peak_min_distance": (1, INF, True),
     "predict.lobe_min_distance": (1, INF, True), "predict.lobe_min_depth": (0, INF, False),

@@ -21,6 +21,7 @@ and over fixed-size batches.
 
 from __future__ import annotations
 
+from concurrent import futures
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
@@ -173,8 +174,9 @@ def batch_bucket(n: int, batch_size: int) -> int:
 
 
 def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.ndarray,
-                batch_size: int) -> np.ndarray:
-  """Runs `segment_fn` over batches of `batch_size` (the rest padded to a bucket); (B, h, w, 3)."""
+                batch_size: int, threads: int = 1) -> np.ndarray:
+  """Runs `segment_fn` over batches of `batch_size` (the rest padded to a bucket), up to
+  `threads` batches at once; (B, h, w, 3) in the input order."""
   n = region_batch.shape[0]
   if n == 0:
     return np.zeros(region_batch.shape + (3,), np.float32)
@@ -186,10 +188,17 @@ def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.n
   fill = [(0, starts[-1] + sizes[-1] - n)]
   region_batch = np.pad(region_batch, fill + [(0, 0)] * 2)
   init_mask = np.pad(init_mask, fill + [(0, 0)] * 3)
-  # Dispatch every batch before reading any back, so host and device work overlap.
-  out = [segment_fn(region_batch[s:s + size], init_mask[s:s + size])
-         for s, size in zip(starts, sizes)]
-  return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
+  batches = [(region_batch[s:s + size], init_mask[s:s + size]) for s, size in zip(starts, sizes)]
+  if threads <= 1 or len(batches) == 1:
+    # Dispatch every batch before reading any back, so host and device work overlap.
+    out = [segment_fn(*batch) for batch in batches]
+    return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
+  # XLA:CPU runs one small-convolution spiral on about one core however many it has (2-core
+  # CPU, shipped model: 80 regions/s, 128 pinned to one core); batches called from several
+  # threads at once (JAX releases the GIL while one runs) keep every core busy: 200-240.
+  with futures.ThreadPoolExecutor(min(int(threads), len(batches))) as pool:
+    out = list(pool.map(lambda batch: np.asarray(segment_fn(*batch), np.float32), batches))
+  return np.concatenate(out)[:n]
 
 
 def _in_central_area(centres: np.ndarray, objects: np.ndarray, origins: np.ndarray,
@@ -204,7 +213,7 @@ def _in_central_area(centres: np.ndarray, objects: np.ndarray, origins: np.ndarr
 
 def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
                      geom: regions.RegionGeometry, max_moves: int, threshold: float,
-                     batch_size: int, connected_only: bool = False) -> Pieces:
+                     batch_size: int, connected_only: bool = False, threads: int = 1) -> Pieces:
   """Follows objects out of their regions; returns `first` plus all new pieces (channel 0).
 
   Args:
@@ -217,12 +226,12 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
     max_moves: most moves (new pieces) per object; also the number of rounds.
     threshold: central object = channel 0 > threshold.
     batch_size: the batch size `segment_fn` is compiled for.
+    threads: how many batches run at once (`run_batched`).
     connected_only: keep only the central components of a moved piece that touch its parent's
       object (shifted into the new frame); see `keep_connected`.
 
   Returns Pieces (origins, (P', h, w) central probabilities, object ids), `first` in front.
   """
-  image = np.asarray(image, np.float32)
   first_probs = np.asarray(first.probs, np.float32)
   if first_probs.ndim == 3:
     first_probs = np.concatenate([first_probs[..., None], np.zeros(first_probs.shape + (2,),
@@ -237,8 +246,7 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
   reach = max_moves * max(geom.shape)
   pad = int(max(0, -all_origins[0].min(), (all_origins[0] + geom.shape - image.shape).max())
             + reach)
-  padded = regions.reflect_pad(image, pad)
-
+  padded = regions.reflect_pad(np.asarray(image, np.float32), pad)
   unique_ids, object_index = np.unique(all_ids[0], return_inverse=True)
   all_obj = [object_index]  # Object index (into unique_ids) of every piece.
   budget = np.full(unique_ids.size, max_moves, np.int64)
@@ -253,7 +261,8 @@ def continue_objects(segment_fn: SegmentFn, image: np.ndarray, first: Pieces,
       break
     parent, edge, objects, origins = moves
     seeds = shift_masks(f_probs[parent], origins - f_origins[parent])
-    probs = run_batched(segment_fn, crop_regions(padded, pad, origins, geom), seeds, batch_size)
+    probs = run_batched(segment_fn, crop_regions(padded, pad, origins, geom), seeds, batch_size,
+                        threads)
     if connected_only:
       probs = keep_connected(probs, seeds[..., 0] > threshold, threshold)
     all_origins.append(origins)

@@ -23,9 +23,8 @@ def _optimizer(section: ml_collections.ConfigDict, learning_rate: float, epochs:
   section.warmup_epochs = 0.0
 
 
-def _data() -> ml_collections.ConfigDict:
+def _data(section: ml_collections.ConfigDict) -> None:
   """Where the images come from and how they are normalised."""
-  section = ml_collections.ConfigDict()
   # "bbbc039": the full data set from data_dir (else $SPIRALNET_BBBC039_DIR);
   # "sample": the BBBC039 fields bundled with the package; "tfds": the TFDS builder;
   # "synthetic": generated nuclei (tests, tiny configs).
@@ -51,32 +50,25 @@ def _data() -> ml_collections.ConfigDict:
   # BBBC039's training split: 28.25 over 12,001 nuclei). `--diameter` rescales an image so that
   # its nuclei match it; 0 = not recorded (then --diameter is refused).
   section.nucleus_diameter = 28.25
-  return section
 
 
-def _regions() -> ml_collections.ConfigDict:
+def _regions(section: ml_collections.ConfigDict) -> None:
   """Stage 1's region geometry (thesis: 52×58 every 16 px)."""
-  section = ml_collections.ConfigDict()
-  section.height = 52
-  section.width = 58
+  section.update(height=52, width=58)  # A region's shape, then its grid.
   section.stride = 16
   section.pad = 28
   section.score_window = 5  # c in thesis formula (2).
-  return section
 
 
-def _scorer() -> ml_collections.ConfigDict:
+def _scorer(section: ml_collections.ConfigDict) -> None:
   """Stage 1's MLP scorer."""
-  section = ml_collections.ConfigDict()
   section.hidden = 128
   section.threshold = 0.4
   _optimizer(section, learning_rate=1e-4, epochs=100, batch_size=256)
-  return section
 
 
-def _segmenter() -> ml_collections.ConfigDict:
+def _segmenter(section: ml_collections.ConfigDict) -> None:
   """Stage 2's recursive segmenter and its training."""
-  section = ml_collections.ConfigDict()
   section.update_size = 8  # n: the n x n block written per spiral step.
   section.branch_features = 32  # image and mask branches.
   section.features = 64  # concat conv and skip-module output.
@@ -106,27 +98,22 @@ def _segmenter() -> ml_collections.ConfigDict:
   # > 0: the loss weighs pixels within `boundary_radius` px of both the central nucleus and
   # another one (where touching nuclei meet) 1 + boundary_weight times (U-Net's weight map,
   # Ronneberger et al. 2015, in the segmenter's central/other terms); 0 = uniform (the thesis).
-  section.boundary_weight = 0.0
-  section.boundary_radius = 3
+  section.update(boundary_weight=0.0, boundary_radius=3)
   section.dtype = "float32"
-  return section
 
 
-def _continuation() -> ml_collections.ConfigDict:
+def _continuation(section: ml_collections.ConfigDict) -> None:
   """Following objects out of their regions."""
-  section = ml_collections.ConfigDict()
   section.enabled = True
   section.max_moves = 4
   section.threshold = 0.5  # central object = channel 0 > threshold.
   # Keep only the part of that mask 4-connected to the region's centre window (or, for a moved
   # region, to its parent's object): disconnected blobs belong to other nuclei.
   section.connected_only = True
-  return section
 
 
-def _assembly() -> ml_collections.ConfigDict:
+def _assembly(section: ml_collections.ConfigDict) -> None:
   """Merging per-region objects into instances."""
-  section = ml_collections.ConfigDict()
 
   section.threshold = 0.5
   section.merge_iou = 0.5
@@ -137,16 +124,17 @@ def _assembly() -> ml_collections.ConfigDict:
   section.split_containers = False
   # How much of a candidate must lie inside another for the rule to count it as contained.
   section.split_containment = 0.8
-  return section
 
 
-def _predict() -> ml_collections.ConfigDict:
+def _predict(section: ml_collections.ConfigDict) -> None:
   """Prediction: batching, seeding, streaming."""
-  section = ml_collections.ConfigDict()
   # Regions per jitted segmenter call (bounds memory). Small on CPU: XLA:CPU's convolutions slow
   # down per region as the batch outgrows the cache (one BBBC039 field, demo model, 2-core CPU:
   # 2.3 s at 8, 3.1 s at 16, 6.7 s at 256). configs/spiral.py raises it for a GPU.
   section.region_batch_size = 8
+  # Segmenter batches in flight at once, each called from its own thread; 0: one per core this
+  # process may use. XLA:CPU keeps about one core busy per spiral batch (docs/design.md).
+  section.threads = 0
   section.shape_bucket = 128  # images are padded up to multiples of this for scoring.
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also
   # centres a region on small nuclei that the 16-px grid misses, for 4× the regions.
@@ -161,14 +149,13 @@ def _predict() -> ml_collections.ConfigDict:
   # A second look at candidates with two or more lobes (maxima of their distance transform at
   # least `lobe_min_depth` px deep, `lobe_min_distance` px apart, at most `max_lobes`): a region
   # centred on each lobe, so that assembly.split_containers can split a merger of two nuclei.
-  section.lobes = False
-  section.lobe_min_distance = 6
-  section.lobe_min_depth = 3.0
-  section.max_lobes = 4
+  section.update(lobes=False, lobe_min_distance=6, lobe_min_depth=3.0, max_lobes=4)
   # Only candidates of solidity (area / convex hull area) at most this get lobe regions: two
   # touching nuclei have a neck, one elongated nucleus has several ridge maxima but no neck
   # (1.0: every candidate with two lobes, as before).
   section.lobe_max_solidity = 1.0
+  # Whether a lobe region's object is followed over region edges (continuation) like a seed's.
+  section.follow_lobes = True
   # Region-grid rows scored at once; a streamed chunk of regions also spans at most this many
   # rows (bounds the image window each chunk holds).
   section.stripe_rows = 64
@@ -178,23 +165,19 @@ def _predict() -> ml_collections.ConfigDict:
   # U-Net prediction tile (pixels, rounded up to a multiple of 2^depth); each tile also sees
   # predict.unet_margin(depth) = 10·2^depth pixels of context per side.
   section.unet_tile = 512
-  return section
 
 
-def _unet() -> ml_collections.ConfigDict:
+def _unet(section: ml_collections.ConfigDict) -> None:
   """The U-Net baseline."""
-  section = ml_collections.ConfigDict()
   section.base_features = 64  # 64 ... 1024 over 4 levels.
   section.depth = 4
   _optimizer(section, learning_rate=1e-5, epochs=100, batch_size=4)
   section.crop_size = 0  # 0 = whole images; else random square crops of this size.
   section.threshold = 0.5
-  return section
 
 
-def _train() -> ml_collections.ConfigDict:
+def _train(section: ml_collections.ConfigDict) -> None:
   """The training loop: logging, checkpoints, resuming."""
-  section = ml_collections.ConfigDict()
   section.log_every_steps = 50
   section.checkpoint_every_epochs = 1
   # > 0: also checkpoint every this many steps (mid-epoch), so a crash loses at most that many.
@@ -217,26 +200,28 @@ def _train() -> ml_collections.ConfigDict:
   # from its parameters there instead of a fresh initialisation (fine-tuning; a resumed run
   # continues from its own checkpoints). "" = fresh initialisation.
   section.init_weights = ""
-  return section
 
 
-def _eval() -> ml_collections.ConfigDict:
+def _eval(section: ml_collections.ConfigDict) -> None:
   """What eval.py evaluates."""
-  section = ml_collections.ConfigDict()
   section.splits = ("validation", "test")
   section.num_figures = 2
   # Baselines evaluated beside the trained models: "otsu_watershed" (spiralnet_jax.classical).
   section.baselines = ()
-  return section
 
 
-def _classical() -> ml_collections.ConfigDict:
+def _classical(section: ml_collections.ConfigDict) -> None:
   """The classical baseline (Otsu + watershed)."""
-  section = ml_collections.ConfigDict()
   section.sigma = 1.0
   section.min_distance = 7
   section.min_size = 15
-  return section
+
+
+# The config's sections, in order, each with the function that fills in its defaults.
+_SECTIONS = (("data", _data), ("regions", _regions), ("scorer", _scorer),
+             ("segmenter", _segmenter), ("continuation", _continuation), ("assembly", _assembly),
+             ("predict", _predict), ("unet", _unet), ("train", _train), ("eval", _eval),
+             ("classical", _classical))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -245,17 +230,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Which stages train.py trains, in order.
   config.stages = ("scorer", "segmenter")
-  config.data = _data()
-  config.regions = _regions()
-  config.scorer = _scorer()
-  config.segmenter = _segmenter()
-  config.continuation = _continuation()
-  config.assembly = _assembly()
-  config.predict = _predict()
-  config.unet = _unet()
-  config.train = _train()
-  config.eval = _eval()
-  config.classical = _classical()
+  for name, fill in _SECTIONS:
+    config[name] = ml_collections.ConfigDict()
+    fill(config[name])
   return config
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 from typing import Any, Callable, Optional, Union
 
@@ -174,7 +175,14 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
     init_mask = predictor.segmenter.initial_mask(len(region_batch))
   return continuation.run_batched(_segment_fn(predictor), region_batch,
                                   np.asarray(init_mask, np.float32),
-                                  int(predictor.config.predict.region_batch_size))
+                                  int(predictor.config.predict.region_batch_size),
+                                  threads(predictor.config))
+
+
+def threads(config: ml_collections.ConfigDict) -> int:
+  """Segmenter batches run at once: `predict.threads`, or (0) the cores this process may use."""
+  wanted = int(config.predict.threads)
+  return wanted if wanted > 0 else len(os.sched_getaffinity(0))
 
 
 def _prediction_geom(predictor: Predictor,
@@ -245,7 +253,7 @@ def _max_moves(config: ml_collections.ConfigDict) -> int:
 
 
 def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarray,
-                     object_ids: np.ndarray) -> continuation.Pieces:
+                     object_ids: np.ndarray, max_moves: int) -> continuation.Pieces:
   """Pieces of the objects of the selected regions at `origins` (segmented, then followed).
 
   Works on the window of image rows those objects can reach (`window_rows`), so a chunk of a
@@ -257,7 +265,7 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
     return continuation.Pieces(np.zeros((0, 2), np.int32), np.zeros((0,) + geom.shape,
                                                                     np.float32),
                                np.zeros(0, np.int32))
-  top, bottom = continuation.window_rows(origins, image.shape[0], geom, _max_moves(config))
+  top, bottom = continuation.window_rows(origins, image.shape[0], geom, max_moves)
   window = image[top:bottom]
   local = origins - np.array([top, 0])
   crops = continuation.crop_regions(regions_lib.reflect_pad(window, geom.pad), geom.pad, local,
@@ -268,14 +276,14 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
     probs = continuation.keep_connected(probs, continuation.centre_anchor(len(probs), geom),
                                         float(config.continuation.threshold))
   first = continuation.Pieces(local.astype(np.int32), probs, np.asarray(object_ids, np.int32))
-  if _max_moves(config) == 0:
+  if max_moves == 0:
     pieces = first._replace(probs=continuation.central_probs(first.probs))
   else:
     pieces = continuation.continue_objects(
-        _segment_fn(predictor), window, first, geom, max_moves=_max_moves(config),
+        _segment_fn(predictor), window, first, geom, max_moves=max_moves,
         threshold=float(config.continuation.threshold),
         batch_size=int(config.predict.region_batch_size),
-        connected_only=bool(config.continuation.connected_only))
+        connected_only=bool(config.continuation.connected_only), threads=threads(config))
   return pieces._replace(origins=(pieces.origins + np.array([top, 0])).astype(np.int32))
 
 
@@ -296,8 +304,9 @@ def _lobe_pieces(predictor: Predictor, image: np.ndarray, claimed: assembly.Clai
     return None
   order = np.lexsort((centres[:, 1], centres[:, 0]))  # Raster order, as the first regions.
   ids = num_selected + parents * int(cfg.max_lobes) + index
+  moves = _max_moves(predictor.config) if cfg.follow_lobes else 0
   return _segment_objects(predictor, image, seeding.centre_origins(centres[order], predictor.geom),
-                          ids[order])
+                          ids[order], moves)
 
 
 def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
@@ -308,26 +317,13 @@ def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
   """
   image = prepare_image(image, percentiles(predictor.config))
   origins = selected_origins(predictor, image)
-  pieces = _segment_objects(predictor, image, origins, np.arange(len(origins)))
+  pieces = _segment_objects(predictor, image, origins, np.arange(len(origins)),
+                            _max_moves(predictor.config))
   claimed = assembly.claims(pieces, image.shape, float(predictor.config.assembly.threshold))
   lobes = _lobe_pieces(predictor, image, claimed, len(origins))
   if lobes is None:
     return pieces
   return continuation.Pieces(*(np.concatenate(field) for field in zip(pieces, lobes)))
-
-
-def chunks(origin_rows: np.ndarray, max_regions: int, max_span: int) -> list[tuple[int, int]]:
-  """[start, stop) runs of raster-ordered regions: ≤ max_regions each, top rows < max_span apart.
-
-  `origin_rows` is each region's (sorted) top row.
-  """
-  bounds, start, n = [], 0, len(origin_rows)
-  while start < n:
-    rows_end = int(np.searchsorted(origin_rows, origin_rows[start] + max_span, side="left"))
-    stop = min(start + max(1, max_regions), rows_end)
-    bounds.append((start, stop))
-    start = stop
-  return bounds
 
 
 def predict_claims(predictor: Predictor, image: np.ndarray,
@@ -337,13 +333,14 @@ def predict_claims(predictor: Predictor, image: np.ndarray,
   geom = _prediction_geom(predictor)
   threshold = float(config.assembly.threshold)
   origins = selected_origins(predictor, image)
-  spans = chunks(origins[:, 0], int(config.predict.chunk_regions),
+  spans = regions_lib.chunks(origins[:, 0], int(config.predict.chunk_regions),
                  _stripe_rows(config) * geom.stride)
   if progress is not None:
     progress(0, len(origins))
   parts = []
   for start, stop in spans:
-    pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop))
+    pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop),
+                              _max_moves(config))
     parts.append(assembly.claims(pieces, image.shape, threshold))
     del pieces
     lobes = _lobe_pieces(predictor, image, parts[-1], len(origins))

@@ -242,3 +242,17 @@ def boundary_weights(labels: jax.Array, radius: int, weight: float) -> jax.Array
 
   band = near(labels[..., 0]) * near(labels[..., 1])
   return ones + weight * band[..., None]
+
+
+def chunks(origin_rows: np.ndarray, max_regions: int, max_span: int) -> list[tuple[int, int]]:
+  """[start, stop) runs of raster-ordered regions: ≤ max_regions each, top rows < max_span apart.
+
+  `origin_rows` is each region's (sorted) top row.
+  """
+  bounds, start, n = [], 0, len(origin_rows)
+  while start < n:
+    rows_end = int(np.searchsorted(origin_rows, origin_rows[start] + max_span, side="left"))
+    stop = min(start + max(1, max_regions), rows_end)
+    bounds.append((start, stop))
+    start = stop
+  return bounds

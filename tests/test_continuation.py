@@ -6,6 +6,9 @@ the fake returns the true one-hot labels of the instance under the region's cent
 tests therefore check the geometry and bookkeeping exactly.
 """
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -272,3 +275,43 @@ def test_run_batched_caps_a_batch_far_bigger_than_the_regions():
   continuation.run_batched(fake, np.zeros((3, 2, 3), np.float32),
                            np.zeros((3, 2, 3, 3), np.float32), 10**9)
   assert shapes == [continuation.MIN_BUCKET]
+
+
+def test_run_batched_on_threads_runs_batches_at_once_and_keeps_their_order():
+  # Two batches must be in flight together to pass the barrier; the first one to be called
+  # waits longest, so batches finish out of order.
+  barrier = threading.Barrier(2, timeout=30)
+  delays = iter([0.2, 0.1, 0.0, 0.0])
+
+  def fake(regions_batch, init_mask):
+    del init_mask
+    time.sleep(next(delays))
+    barrier.wait()
+    return np.stack([regions_batch, -regions_batch, regions_batch * 2], -1)
+
+  regions_in = np.arange(30 * 2 * 3, dtype=np.float32).reshape(30, 2, 3)
+  init = np.zeros((30, 2, 3, 3), np.float32)
+  out = continuation.run_batched(fake, regions_in, init, 8, threads=2)
+  serial = continuation.run_batched(
+      lambda r, m: np.stack([r, -r, r * 2], -1), regions_in, init, 8, threads=1)
+  np.testing.assert_array_equal(out, serial)
+  np.testing.assert_array_equal(out[..., 0], regions_in)
+
+
+def test_run_batched_on_one_thread_never_runs_two_batches_at_once():
+  running, most = [0], [0]
+  lock = threading.Lock()
+
+  def fake(regions_batch, init_mask):
+    del init_mask
+    with lock:
+      running[0] += 1
+      most[0] = max(most[0], running[0])
+    time.sleep(0.01)
+    with lock:
+      running[0] -= 1
+    return np.zeros(regions_batch.shape + (3,), np.float32)
+
+  continuation.run_batched(fake, np.zeros((40, 2, 3), np.float32),
+                           np.zeros((40, 2, 3, 3), np.float32), 8, threads=1)
+  assert most[0] == 1

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import functools
+import os
 
 import jax
 import numpy as np
@@ -279,6 +280,53 @@ def test_streamed_prediction_with_peaks_and_lobes_equals_whole_image_prediction(
   np.testing.assert_array_equal(instances, want_instances)
 
 
+def test_lobe_objects_are_followed_over_region_edges_only_under_follow_lobes():
+  import dataclasses as dc  # pylint: disable=g-import-not-at-top
+  shipped = predict.Predictor.pretrained()
+  image = data_lib.load_split("test", data_lib.sample_dir())[0].image[:160, :200]
+  pieces = {}
+  for follow in (True, False):
+    config = shipped.config.copy_and_resolve_references()
+    config.predict.update(seeds="peaks", lobes=True, lobe_max_solidity=1.0, follow_lobes=follow)
+    predictor = dc.replace(shipped, config=config)
+    pieces[follow] = predict.predict_pieces(predictor, image)
+  num_selected = len(predict.selected_origins(predictor, predict.prepare_image(
+      image, predict.percentiles(predictor.config))))
+  lobe_ids = {f: p.object_ids[p.object_ids >= num_selected] for f, p in pieces.items()}
+  assert np.unique(lobe_ids[False]).size == lobe_ids[False].size > 0  # One piece per lobe.
+  assert lobe_ids[True].size > np.unique(lobe_ids[True]).size  # Some lobes were followed.
+  np.testing.assert_array_equal(np.unique(lobe_ids[True]), lobe_ids[False])
+  for field in pieces[True]._fields:  # The seeds' objects do not change.
+    np.testing.assert_array_equal(
+        getattr(pieces[True], field)[pieces[True].object_ids < num_selected],
+        getattr(pieces[False], field)[pieces[False].object_ids < num_selected])
+
+
+def test_prediction_on_threads_equals_prediction_on_one():
+  # Same batches, same compiled segmenter, only called from several threads at once: the
+  # instances are bitwise those of one thread (shipped model, a bundled field's corner).
+  import dataclasses as dc  # pylint: disable=g-import-not-at-top
+  shipped = predict.Predictor.pretrained()
+  image = data_lib.load_split("test", data_lib.sample_dir())[0].image[:160, :240]
+  results = []
+  for threads in (1, 3):
+    config = shipped.config.copy_and_resolve_references()
+    config.predict.threads = threads
+    config.predict.region_batch_size = 4
+    results.append(predict.predict(dc.replace(shipped, config=config), image))
+  assert results[0][1].max() > 5
+  for one, many in zip(*results):
+    np.testing.assert_array_equal(one, many)
+
+
+def test_threads_default_to_the_cores_the_process_may_use():
+  config = _config()
+  config.predict.threads = 3
+  assert predict.threads(config) == 3
+  config.predict.threads = 0
+  assert predict.threads(config) == len(os.sched_getaffinity(0))
+
+
 # --- streamed prediction ----------------------------------------------------------------------
 
 
@@ -296,11 +344,11 @@ def test_padded_rows_are_rows_of_the_reflect_padded_image(shape, pad):
 def test_chunks_cut_raster_ordered_regions_by_count_and_row_span():
   rows = np.array([0, 0, 0, 16, 16, 32, 80, 80, 96])
   # At most 2 regions, top rows less than 40 apart.
-  assert predict.chunks(rows, 2, 40) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+  assert regions_lib.chunks(rows, 2, 40) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
   # At most 4 regions: rows 0..32 fit one span of 40 but 4 regions cut first.
-  assert predict.chunks(rows, 4, 40) == [(0, 4), (4, 6), (6, 9)]
-  assert predict.chunks(rows, 100, 17) == [(0, 5), (5, 6), (6, 9)]
-  assert predict.chunks(rows[:0], 4, 40) == []
+  assert regions_lib.chunks(rows, 4, 40) == [(0, 4), (4, 6), (6, 9)]
+  assert regions_lib.chunks(rows, 100, 17) == [(0, 5), (5, 6), (6, 9)]
+  assert regions_lib.chunks(rows[:0], 4, 40) == []
 
 
 def test_window_rows_hold_every_row_a_chunk_can_reach():

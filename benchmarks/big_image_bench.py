@@ -1,8 +1,10 @@
 """Streamed SpiralNet prediction of one big synthetic image: seconds and peak RSS; prints JSON.
 
 Usage:
-  python benchmarks/big_image_bench.py --workdir workdir/demo [--size 10000] [--batch_size 256]
-      [--scorer_threshold T] [--out benchmarks/results/big_image_cpu-2core.json]
+  python benchmarks/big_image_bench.py [--workdir workdir/demo] [--size 10000] [--batch_size 8]
+      [--scorer_threshold T] [--out benchmarks/results/big_image_shipped_cpu-2core.json]
+
+Without --workdir: the shipped model (`Predictor.pretrained()`, its own prediction config).
 
 With --scorer_threshold T (above the model's) fewer regions pass: the same code path end to end
 with less segmenter work, for checking the memory bound quickly (the claims, and so assembly,
@@ -35,6 +37,7 @@ import jaxlib
 import numpy as np
 
 from spiralnet_jax import checkpoints
+from spiralnet_jax import data as data_lib
 from spiralnet_jax import predict
 from spiralnet_jax import segment_io
 from spiralnet_jax.data import synthetic
@@ -59,28 +62,42 @@ def _current_rss_mb() -> float:
   return float("nan")
 
 
+def _image(source: str, size: int, seed: int) -> np.ndarray:
+  """The size×size test image: a synthetic field or the bundled test fields, tiled."""
+  if source == "synthetic":
+    fields = [synthetic.generate(seed, shape=(_TILE, _TILE))[0]]
+  else:
+    fields = [ex.image for ex in data_lib.load_split("test", data_lib.sample_dir())]
+  h, w = fields[0].shape
+  rows, cols = -(-size // h), -(-size // w)
+  return np.block([[fields[(r + c) % len(fields)] for c in range(cols)]
+                   for r in range(rows)])[:size, :size]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="a train.py workdir (scorer + segmenter)")
+  parser.add_argument("--workdir", default="",
+                      help="a train.py workdir (scorer + segmenter); default: the shipped model")
   parser.add_argument("--size", type=int, default=10000)
   parser.add_argument("--batch_size", type=int, default=0, help="0: the workdir config's")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--source", choices=("synthetic", "sample"), default="synthetic",
+                      help="tile a synthetic field, or the package's bundled BBBC039 test "
+                           "fields (alternating, 520×696 each)")
   parser.add_argument("--scorer_threshold", type=float, default=None,
                       help="override the model's scorer threshold (quick memory checks)")
   parser.add_argument("--out", default="", help="also write the JSON here")
   args = parser.parse_args()
 
   checkpoints.quiet_orbax_logging()
-  predictor = predict.Predictor.from_workdir(args.workdir)
+  predictor = (predict.Predictor.from_workdir(args.workdir) if args.workdir
+               else predict.Predictor.pretrained())
   if args.batch_size > 0:
     config = predictor.config.copy_and_resolve_references()
     config.predict.region_batch_size = args.batch_size
     predictor = predict.Predictor.from_params(config, predictor.scorer_params,
                                               predictor.segmenter_params)
-  field, _ = synthetic.generate(args.seed, shape=(_TILE, _TILE))
-  reps = -(-args.size // _TILE)
-  image = np.tile(field, (reps, reps))[:args.size, :args.size]
-  del field
+  image = _image(args.source, args.size, args.seed)
   if args.scorer_threshold is not None:
     config = predictor.config.copy_and_resolve_references()
     config.scorer.threshold = args.scorer_threshold
@@ -117,8 +134,11 @@ def main() -> None:
       "benchmark": "predict.predict (streamed) on a big synthetic image",
       "image_shape": list(image.shape),
       "image_dtype": str(image.dtype),
-      "source": f"synthetic.generate(seed={args.seed}, shape=({_TILE}, {_TILE})) tiled",
-      "workdir": str(args.workdir),
+      "source": (f"synthetic.generate(seed={args.seed}, shape=({_TILE}, {_TILE})) tiled"
+                 if args.source == "synthetic" else "bundled BBBC039 test fields, tiled"),
+      "workdir": str(args.workdir) or "shipped (spiralnet_jax/weights, default)",
+      "seeds": str(config.predict.seeds), "lobes": bool(config.predict.lobes),
+      "threads": predict.threads(config),
       "region_batch_size": int(config.predict.region_batch_size),
       "chunk_regions": int(config.predict.chunk_regions),
       "stripe_rows": int(config.predict.stripe_rows),

@@ -14,9 +14,16 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def test_the_shipped_configs_are_valid():
   import importlib  # pylint: disable=g-import-not-at-top
-  for name in ("default", "demo", "spiral", "unet", "bbbc039_cpu", "bbbc039_cpu_finetune",
-               "cpu_subset", "synthetic", "test"):
+  names = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
+  assert {"default", "spiral", "bbbc039_cpu", "bbbc039_cpu_quarter"} <= set(names)
+  for name in names:
     config_checks.validate(importlib.import_module(f"configs.{name}").get_config())
+  quarter = importlib.import_module("configs.bbbc039_cpu_quarter")
+  finetune = quarter.get_config("finetune")
+  config_checks.validate(finetune)
+  assert (finetune.segmenter.features, finetune.segmenter.boundary_weight) == (16, 5.0)
+  with pytest.raises(ValueError, match="'base' or 'finetune'"):
+    quarter.get_config("full")
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,0 +1,84 @@
+"""Segmenter throughput on the CPU: batches in flight at once (threads) × batch size × width.
+
+    python benchmarks/threads_bench.py --out=benchmarks/results/threads_cpu-2core.json
+
+Regions per second of the jitted spiral (`predict`'s own segment function, the shipped config's
+`cropped` step, 56 steps) over 256 random 52×58 regions, for each segmenter width
+(thesis 32/64/32, shipped 16/32/16, quarter 8/16/8; random weights: the time does not depend on
+them), each batch size and each thread count: the batches are called from that many threads
+at once, as `continuation.run_batched` does. Median of `--repeats` passes after a warm-up.
+Prints and writes JSON with device, versions and commit.
+"""
+
+from concurrent import futures
+import pathlib
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from spiralnet_jax import predict
+from spiralnet_jax import stages
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_WIDTHS = {"thesis": (32, 64, 32), "shipped": (16, 32, 16), "quarter": (8, 16, 8)}
+_BATCHES = flags.DEFINE_list("batches", ["4", "8", "16"], "Region batch sizes.")
+_THREADS = flags.DEFINE_list("threads", ["1", "2", "3", "4"], "Thread counts.")
+_REGIONS = flags.DEFINE_integer("regions", 256, "Regions per pass.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes per setting.")
+_OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
+
+
+def _predictor(width: tuple[int, int, int]) -> predict.Predictor:
+  """The shipped predictor with a segmenter of `width` (random weights unless shipped)."""
+  shipped = predict.Predictor.pretrained()
+  config = shipped.config.copy_and_resolve_references()
+  seg = config.segmenter
+  if (seg.branch_features, seg.features, seg.skip_features) == width:
+    return shipped
+  seg.branch_features, seg.features, seg.skip_features = width
+  params = stages.get("segmenter").init_params(config, jax.random.key(0))
+  return predict.Predictor.from_params(config, shipped.scorer_params, params)
+
+
+def _regions_per_s(predictor: predict.Predictor, batch: int, threads: int) -> float:
+  """Median regions/s of `_REGIONS` regions in batches of `batch` on `threads` threads."""
+  fn = predict._segment_fn(predictor)  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  batches = [rng.random((batch,) + predictor.segmenter.region_shape, np.float32)
+             for _ in range(max(1, _REGIONS.value // batch))]
+  mask = predictor.segmenter.initial_mask(batch)
+  np.asarray(fn(batches[0], mask))  # Compile.
+  rates = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    with futures.ThreadPoolExecutor(threads) as pool:
+      list(pool.map(lambda x: np.asarray(fn(x, mask)), batches))
+    rates.append(len(batches) * batch / (time.perf_counter() - start))
+  return statistics.median(rates)
+
+
+def main(argv):
+  del argv
+  rows = {}
+  for name, width in _WIDTHS.items():
+    predictor = _predictor(width)
+    rows[name] = {"widths": list(width), "regions_per_s": {}}
+    for batch in map(int, _BATCHES.value):
+      for threads in map(int, _THREADS.value):
+        rate = _regions_per_s(predictor, batch, threads)
+        rows[name]["regions_per_s"][f"b{batch}_t{threads}"] = round(rate, 1)
+        print(name, batch, threads, round(rate, 1), flush=True)
+  bench_common.emit({"benchmark": "segmenter regions/s: threads x batch x width",
+                     "regions": _REGIONS.value, "repeats": _REPEATS.value, "widths": rows,
+                     "cpu": bench_common.cpu_info()}, _OUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -9,6 +9,7 @@ and at run time, in a fresh interpreter that imports the inference side.
 
 import ast
 import json
+import re
 import pathlib
 import subprocess
 import sys
@@ -155,3 +156,12 @@ def test_no_file_of_the_package_exceeds_400_lines():
   long = {str(p.relative_to(REPO)): n for p in sorted(PACKAGE.rglob("*.py"))
           if (n := len(p.read_text().splitlines())) > MAX_LINES}
   assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_the_module_map_in_design_md_names_every_module():
+  text = (REPO / "docs" / "design.md").read_text()
+  start = text.index("## Module map")
+  section = text[start:text.index("\n## ", start + 1)]
+  missing = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+             if p.stem != "__init__" and not re.search(rf"\b{p.stem}\b", section)]
+  assert not missing, f"docs/design.md's module map does not name {missing}"

@@ -7,6 +7,8 @@ Regions per second of the jitted spiral (`predict`'s own segment function, the s
 (thesis 32/64/32, shipped 16/32/16, quarter 8/16/8; random weights: the time does not depend on
 them), each batch size and each thread count: the batches are called from that many threads
 at once, as `continuation.run_batched` does. Median of `--repeats` passes after a warm-up.
+With XLA's FLOP count per region (`segmenter_bench.xla_gflop_per_region`) each width's best
+setting is also given as GFLOP/s and as a fraction of the CPU's theoretical float32 peak.
 Prints and writes JSON with device, versions and commit.
 """
 
@@ -26,6 +28,7 @@ from spiralnet_jax import stages
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import segmenter_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WIDTHS = {"thesis": (32, 64, 32), "shipped": (16, 32, 16), "quarter": (8, 16, 8)}
 _BATCHES = flags.DEFINE_list("batches", ["4", "8", "16"], "Region batch sizes.")
@@ -66,18 +69,23 @@ def _regions_per_s(predictor: predict.Predictor, batch: int, threads: int) -> fl
 
 def main(argv):
   del argv
-  rows = {}
+  rows, peak = {}, bench_common.device_peak()
   for name, width in _WIDTHS.items():
     predictor = _predictor(width)
-    rows[name] = {"widths": list(width), "regions_per_s": {}}
+    gflop = segmenter_bench.xla_gflop_per_region(predictor.segmenter, predictor.segmenter_params)
+    rates = {}
     for batch in map(int, _BATCHES.value):
       for threads in map(int, _THREADS.value):
-        rate = _regions_per_s(predictor, batch, threads)
-        rows[name]["regions_per_s"][f"b{batch}_t{threads}"] = round(rate, 1)
-        print(name, batch, threads, round(rate, 1), flush=True)
+        rates[f"b{batch}_t{threads}"] = round(_regions_per_s(predictor, batch, threads), 1)
+        print(name, batch, threads, rates[f"b{batch}_t{threads}"], flush=True)
+    best = max(rates, key=rates.get)
+    rows[name] = {"widths": list(width), "gflop_per_region": round(gflop, 4),
+                  "regions_per_s": rates, "best": best,
+                  "best_gflop_per_s": round(rates[best] * gflop, 1),
+                  "best_fraction_of_peak": round(rates[best] * gflop / peak["float32_gflops"], 3)}
   bench_common.emit({"benchmark": "segmenter regions/s: threads x batch x width",
                      "regions": _REGIONS.value, "repeats": _REPEATS.value, "widths": rows,
-                     "cpu": bench_common.cpu_info()}, _OUT.value)
+                     "cpu": bench_common.cpu_info(), "peak": peak}, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ CPUs differs by an ulp with a region's slot in a batch: continuation moves land 
 when streamed, and a near-tie between two instances at a pixel may then flip.)
 
 Compilations stay bounded whatever the image sizes: a scoring stripe is zero-padded up to
-multiples of `predict.shape_bucket` (always `stripe_rows` rows in a taller image), and the
+multiples of `predict.shape_bucket` (equal stripes of at most `stripe_rows` rows), and the
 segmenter sees batches of `predict.region_batch_size` regions, a remainder padded to the next of
 a few halving bucket sizes (continuation.batch_bucket). (The U-Net predicts in tiles instead.)
 
@@ -36,6 +36,7 @@ running the networks (which would otherwise see an all-zero image).
 
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
 import functools
 import os
@@ -200,22 +201,23 @@ def _stripe_rows(config: ml_collections.ConfigDict) -> int:
 def score_grid(predictor: Predictor, image: np.ndarray,
                stride: Optional[int] = None) -> np.ndarray:
   """(rows, cols) scores of every region of a prepared image on the grid of `stride` px
-  (default `predict.stride`), in stripes of `predict.stripe_rows` grid rows (each its own padded
-  window of the image, so the padded image never exists whole)."""
+  (default `predict.stride`), in equal stripes of at most `predict.stripe_rows` grid rows (each
+  its own padded window of the image, so the padded image never exists whole), `threads(config)`
+  stripes at once."""
   geom = _prediction_geom(predictor, stride)
   config = predictor.config
   bucket = int(config.predict.shape_bucket)
   rows, cols = regions_lib.grid_shape(image.shape, geom)
   if rows == 0 or cols == 0:
     return np.zeros((rows, cols), np.float32)
-  stripe = min(_stripe_rows(config), rows)
+  # Equal stripes: a last stripe of a few rows would cost a whole one (it is padded to the shape).
+  stripe = -(-rows // -(-rows // _stripe_rows(config)))
   height = (stripe - 1) * geom.stride + geom.height  # Padded rows one stripe reads.
-  width = image.shape[1] + 2 * geom.pad
-  shape = [height, width]
+  shape = [height, image.shape[1] + 2 * geom.pad]
   if bucket > 0:
     shape = [n + (-n % bucket) for n in shape]
-  out = []
-  for first in range(0, rows, stripe):
+
+  def score_stripe(first: int) -> np.ndarray:
     top = first * geom.stride
     window = regions_lib.padded_rows(image, geom.pad, top,
                                      min(top + height, image.shape[0] + 2 * geom.pad))
@@ -224,8 +226,9 @@ def score_grid(predictor: Predictor, image: np.ndarray,
     window = np.pad(np.asarray(window, np.float32), [(0, shape[0] - window.shape[0]),
                                                 (0, shape[1] - window.shape[1])])
     scores = scorer_lib.score_padded(predictor.scorer_params, window, geom)
-    out.append(np.asarray(scores[:min(stripe, rows - first), :cols]))
-  return np.concatenate(out)
+    return np.asarray(scores[:min(stripe, rows - first), :cols])
+  with futures.ThreadPoolExecutor(threads(config)) as pool:
+    return np.concatenate(list(pool.map(score_stripe, range(0, rows, stripe))))
 
 
 def selected_origins(predictor: Predictor, image: np.ndarray) -> np.ndarray:

@@ -153,7 +153,30 @@ def test_predict_is_assembly_of_predicted_pieces():
   np.testing.assert_array_equal(predict.predict_instances(predictor, image), instances)
 
 
+def test_score_stripes_are_equal_so_that_no_stripe_is_mostly_padding(monkeypatch):
+  # 1040 rows at stride 16: 66 grid rows. Stripes of at most 64 rows: two of 33 (a 564-row
+  # window, padded to 640), not 64 + 2 (two 1060-row windows padded to 1152).
+  calls = []
+  score_padded = scorer_lib.score_padded
+  monkeypatch.setattr(scorer_lib, "score_padded",
+                      lambda params, padded, geom: calls.append(padded.shape)
+                      or score_padded(params, padded, geom))
+  predictor = _predictor(_config())
+  image = np.random.default_rng(0).random((1040, 1392), np.float32)
+  scores = predict.score_grid(predictor, image)
+  assert scores.shape == (66, 87)
+  assert calls == [(640, 1536), (640, 1536)]
+  np.testing.assert_allclose(scores, scorer_lib.score_image(predictor.scorer_params, image,
+                                                            predictor.geom), rtol=1e-5, atol=1e-6)
+
+
 def test_sizes_share_compilations_and_keep_their_shape(monkeypatch):
+  predictor = _predictor(_config(features=3, batch=4))  # A segmenter no other test compiles.
+  rng = np.random.default_rng(4)
+  shapes = [(1, 1), (37, 53), (520, 696), (1040, 1392), (37, 53), (560, 700)]
+  images = [(rng.random(shape) * 4095).astype(np.uint16) for shape in shapes]
+  # Thresholds first: `_with_threshold` scores whole images, not in prediction's stripes.
+  predictors = [_with_threshold(predictor, image, 3) for image in images]
   traces = collections.Counter()
   score_padded = scorer_lib.score_padded
   apply = segmenter_lib.Segmenter.apply
@@ -169,19 +192,15 @@ def test_sizes_share_compilations_and_keep_their_shape(monkeypatch):
   monkeypatch.setattr(scorer_lib, "score_padded",
                       jax.jit(counted_score, static_argnames="geom"))
   monkeypatch.setattr(segmenter_lib.Segmenter, "apply", counted_apply)
-  predictor = _predictor(_config(features=3, batch=4))  # A segmenter no other test compiles.
-  rng = np.random.default_rng(4)
-  shapes = [(1, 1), (37, 53), (520, 696), (1040, 1392), (37, 53), (560, 700)]
-  for shape in shapes:
-    image = (rng.random(shape) * 4095).astype(np.uint16)
-    p = _with_threshold(predictor, image, 3)
+  for shape, image, p in zip(shapes, images, predictors):
     semantic, instances = predict.predict(p, image)
     assert semantic.shape == shape and semantic.dtype == bool
     assert instances.shape == shape and instances.dtype == np.int32
     ids = np.unique(instances[instances > 0])
     np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
-  # Padded shapes 128×128 (1×1 has no region column: nothing to score), 640×768 (520×696 and
-  # 560×700) and 1152×1536: three scorer compilations; one for the segmenter.
+  # Padded stripe shapes 128×128 (1×1 has no region column: nothing to score), 640×768 (520×696
+  # and 560×700: one stripe of 33 and 36 grid rows) and 640×1536 (1040×1392: two equal stripes
+  # of 33 of its 66 rows): three scorer compilations; one for the segmenter.
   assert dict(traces) == {"scorer": 3, "segmenter": 1}
 
 

@@ -131,7 +131,7 @@ def main() -> None:
   seconds_outputs = time.perf_counter() - start
 
   print_out = {
-      "benchmark": "predict.predict (streamed) on a big synthetic image",
+      "benchmark": "predict.predict (streamed) on a big image",
       "image_shape": list(image.shape),
       "image_dtype": str(image.dtype),
       "source": (f"synthetic.generate(seed={args.seed}, shape=({_TILE}, {_TILE})) tiled"

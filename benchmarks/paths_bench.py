@@ -12,9 +12,10 @@ The first `fields` BBBC039 test fields (520×696), one process, same run, with t
 Each path runs once over a warm-up field (compilation), then over every field, timed per field;
 JAX backend compilations during the timed pass are counted (a field of the same size must
 compile nothing). With `--mosaic=n` (default 4: 2080×2784) the default path also runs on an n×n
-mosaic of the fields, normalised once: a warm-up, then two timed runs. Reports medians per field, default/thesis speed-up, nuclei found, and
-instance F1@0.5 of both SpiralNet paths (these fields only; not a recipe's score). Prints and
-writes JSON with device, versions and commit.
+mosaic of the fields, normalised once: a warm-up, then two timed runs. Reports medians per
+field, default/thesis speed-up, nuclei found, and instance F1@0.5 of both SpiralNet paths
+(these fields only; not a recipe's score). Prints and writes JSON with device, versions and
+commit.
 """
 
 import pathlib
@@ -115,13 +116,13 @@ def main(argv):
     shipped.config.predict.threads = _THREADS.value
   images = [data_lib.normalize(ex.image, predict.percentiles(shipped.config)) for ex in examples]
   labels = [ex.labels for ex in examples]
-  rows = {}
-  for name, model in _models(shipped).items():
+  rows, paths = {}, _models(shipped)
+  for name, model in paths.items():
     if name not in _PATHS.value:
       continue
     rows[name] = _run(model, images, labels)
     print(name, rows[name]["median_s"], flush=True)  # Progress: the thesis path is slow.
-  mosaic = (_mosaic(_models(shipped)["default"], examples, _MOSAIC.value,
+  mosaic = (_mosaic(paths["default"], examples, _MOSAIC.value,
                     predict.percentiles(shipped.config)) if _MOSAIC.value else None)
   bench_common.emit({
       "benchmark": "whole-field prediction, thesis path vs default path vs baselines",

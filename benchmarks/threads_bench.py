@@ -38,9 +38,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes per setting.")
 _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 
 
-def _predictor(width: tuple[int, int, int]) -> predict.Predictor:
+def _predictor(shipped: predict.Predictor, width: tuple[int, int, int]) -> predict.Predictor:
   """The shipped predictor with a segmenter of `width` (random weights unless shipped)."""
-  shipped = predict.Predictor.pretrained()
   config = shipped.config.copy_and_resolve_references()
   seg = config.segmenter
   if (seg.branch_features, seg.features, seg.skip_features) == width:
@@ -69,9 +68,9 @@ def _regions_per_s(predictor: predict.Predictor, batch: int, threads: int) -> fl
 
 def main(argv):
   del argv
-  rows, peak = {}, bench_common.device_peak()
+  rows, peak, shipped = {}, bench_common.device_peak(), predict.Predictor.pretrained()
   for name, width in _WIDTHS.items():
-    predictor = _predictor(width)
+    predictor = _predictor(shipped, width)
     gflop = segmenter_bench.xla_gflop_per_region(predictor.segmenter, predictor.segmenter_params)
     rates = {}
     for batch in map(int, _BATCHES.value):

@@ -132,8 +132,9 @@ def _predict(section: ml_collections.ConfigDict) -> None:
   # down per region as the batch outgrows the cache (one BBBC039 field, demo model, 2-core CPU:
   # 2.3 s at 8, 3.1 s at 16, 6.7 s at 256). configs/spiral.py raises it for a GPU.
   section.region_batch_size = 8
-  # Segmenter batches in flight at once, each called from its own thread; 0: one per core this
-  # process may use. XLA:CPU keeps about one core busy per spiral batch (docs/design.md).
+  # Segmenter batches (and score-map stripes) in flight at once, each called from its own thread;
+  # 0: one per core this process may use. XLA:CPU keeps about one core busy per spiral batch
+  # (docs/design.md).
   section.threads = 0
   section.shape_bucket = 128  # images are padded up to multiples of this for scoring.
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also

@@ -181,7 +181,7 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
 
 
 def threads(config: ml_collections.ConfigDict) -> int:
-  """Segmenter batches run at once: `predict.threads`, or (0) the cores this process may use."""
+  """Segmenter batches / score stripes run at once: `predict.threads`, or (0) the usable cores."""
   wanted = int(config.predict.threads)
   return wanted if wanted > 0 else len(os.sched_getaffinity(0))
 

@@ -1,12 +1,15 @@
-"""Segmenter throughput on the CPU: batches in flight at once (threads) × batch size × width.
+"""Segmenter throughput on the CPU: batches in flight at once (threads) × batch size × width ×
+the spiral's XLA:CPU compile options (`predict.cpu_ynn_fusion`).
 
     python benchmarks/threads_bench.py --out=benchmarks/results/threads_cpu-2core.json
 
 Regions per second of the jitted spiral (`predict`'s own segment function, the shipped config's
 `cropped` step, 56 steps) over 256 random 52×58 regions, for each segmenter width
 (thesis 32/64/32, shipped 16/32/16, quarter 8/16/8; random weights: the time does not depend on
-them), each batch size and each thread count: the batches are called from that many threads
-at once, as `continuation.run_batched` does. Median of `--repeats` passes after a warm-up.
+them), each `predict.cpu_ynn_fusion` ("default": XLA:CPU hands the convolutions to YNNPACK;
+"eltwise": only elementwise fusions, the convolutions stay XLA's), each batch size and each
+thread count: the batches are called from that many threads at once, as
+`continuation.run_batched` does. Median of `--repeats` passes after a warm-up.
 With XLA's FLOP count per region (`segmenter_bench.xla_gflop_per_region`) each width's best
 setting is also given as GFLOP/s and as a fraction of the CPU's theoretical float32 peak.
 Prints and writes JSON with device, versions and commit.
@@ -31,6 +34,7 @@ import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import segmenter_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WIDTHS = {"thesis": (32, 64, 32), "shipped": (16, 32, 16), "quarter": (8, 16, 8)}
+_FUSIONS = flags.DEFINE_list("fusions", ["default", "eltwise"], "predict.cpu_ynn_fusion values.")
 _BATCHES = flags.DEFINE_list("batches", ["4", "8", "16"], "Region batch sizes.")
 _THREADS = flags.DEFINE_list("threads", ["1", "2", "3", "4"], "Thread counts.")
 _REGIONS = flags.DEFINE_integer("regions", 256, "Regions per pass.")
@@ -38,14 +42,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes per setting.")
 _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 
 
-def _predictor(shipped: predict.Predictor, width: tuple[int, int, int]) -> predict.Predictor:
+def _predictor(shipped: predict.Predictor, width: tuple[int, int, int],
+               fusion: str) -> predict.Predictor:
   """The shipped predictor with a segmenter of `width` (random weights unless shipped)."""
   config = shipped.config.copy_and_resolve_references()
+  config.predict.cpu_ynn_fusion = fusion
   seg = config.segmenter
-  if (seg.branch_features, seg.features, seg.skip_features) == width:
-    return shipped
-  seg.branch_features, seg.features, seg.skip_features = width
-  params = stages.get("segmenter").init_params(config, jax.random.key(0))
+  params = shipped.segmenter_params
+  if (seg.branch_features, seg.features, seg.skip_features) != width:
+    seg.branch_features, seg.features, seg.skip_features = width
+    params = stages.get("segmenter").init_params(config, jax.random.key(0))
   return predict.Predictor.from_params(config, shipped.scorer_params, params)
 
 
@@ -70,13 +76,15 @@ def main(argv):
   del argv
   rows, peak, shipped = {}, bench_common.device_peak(), predict.Predictor.pretrained()
   for name, width in _WIDTHS.items():
-    predictor = _predictor(shipped, width)
-    gflop = segmenter_bench.xla_gflop_per_region(predictor.segmenter, predictor.segmenter_params)
     rates = {}
-    for batch in map(int, _BATCHES.value):
-      for threads in map(int, _THREADS.value):
-        rates[f"b{batch}_t{threads}"] = round(_regions_per_s(predictor, batch, threads), 1)
-        print(name, batch, threads, rates[f"b{batch}_t{threads}"], flush=True)
+    for fusion in _FUSIONS.value:
+      predictor = _predictor(shipped, width, fusion)
+      for batch in map(int, _BATCHES.value):
+        for threads in map(int, _THREADS.value):
+          key = f"{fusion}_b{batch}_t{threads}"
+          rates[key] = round(_regions_per_s(predictor, batch, threads), 1)
+          print(name, key, rates[key], flush=True)
+    gflop = segmenter_bench.xla_gflop_per_region(predictor.segmenter, predictor.segmenter_params)
     best = max(rates, key=rates.get)
     rows[name] = {"widths": list(width), "gflop_per_region": round(gflop, 4),
                   "regions_per_s": rates, "best": best,

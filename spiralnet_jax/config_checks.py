@@ -42,7 +42,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "predict.peak_stride": (1, INF, True), "predict.peak_min_distance": (1, INF, True),
     "predict.lobe_min_distance": (1, INF, True), "predict.lobe_min_depth": (0, INF, False),
     "predict.max_lobes": (2, INF, True), "predict.lobe_max_solidity": (0, 1, False),
-    "predict.chunk_regions": (1, INF, True), "predict.unet_tile": (1, INF, True),
+    "predict.chunk_regions": (1, INF, True),
+    "predict.chunks_in_flight": (1, INF, True), "predict.unet_tile": (1, INF, True),
     "train.log_every_steps": (1, INF, True), "train.checkpoint_every_epochs": (1, INF, True),
     "train.checkpoint_every_steps": (0, INF, True), "train.max_to_keep": (1, INF, True),
     "train.eval_every_epochs": (1, INF, True), "train.max_steps": (0, INF, True),
@@ -62,6 +63,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "segmenter.step": ("cropped", "full_fov"), "segmenter.loss": ("final", "per_step"),
     "segmenter.train_regions": ("label", "scorer"), "segmenter.dtype": ("float32", "bfloat16"),
     "segmenter.cpu_conv_vjp": ("auto", "on", "off"), "predict.seeds": ("grid", "peaks"),
+    "predict.cpu_ynn_fusion": ("default", "eltwise"),
     **{f"{s}.lr_schedule": ("constant", "cosine") for s in ("scorer", "segmenter", "unet")},
 }
 

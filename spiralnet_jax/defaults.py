@@ -133,9 +133,14 @@ def _predict(section: ml_collections.ConfigDict) -> None:
   # 2.3 s at 8, 3.1 s at 16, 6.7 s at 256). configs/spiral.py raises it for a GPU.
   section.region_batch_size = 8
   # Segmenter batches (and score-map stripes) in flight at once, each called from its own thread;
-  # 0: one per core this process may use. XLA:CPU keeps about one core busy per spiral batch
-  # (docs/design.md).
+  # 0: on the CPU one per core this process may use, elsewhere 1. XLA:CPU keeps about one core
+  # busy per spiral batch (docs/design.md); fewer regions than threads × region_batch_size are
+  # split into smaller batches so that every thread has one (continuation.run_batched).
   section.threads = 0
+  # What XLA:CPU may hand to YNNPACK when it compiles the spiral (spiralnet_jax.xla_cpu):
+  # "eltwise", only elementwise fusions, which leaves the convolutions to XLA's own kernels
+  # (1.3-1.5x faster, same outputs); "default", XLA's choice. No effect off the CPU.
+  section.cpu_ynn_fusion = "eltwise"
   section.shape_bucket = 128  # images are padded up to multiples of this for scoring.
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also
   # centres a region on small nuclei that the 16-px grid misses, for 4× the regions.
@@ -163,6 +168,9 @@ def _predict(section: ml_collections.ConfigDict) -> None:
   # Selected regions segmented per streamed chunk: with their continuation pieces, the working
   # set of prediction (assembly keeps only their thresholded claims).
   section.chunk_regions = 1024
+  # Chunks segmented at once (each on its own thread): one's host work overlaps another's spirals.
+  # Memory: this many chunks' working sets.
+  section.chunks_in_flight = 2
   # U-Net prediction tile (pixels, rounded up to a multiple of 2^depth); each tile also sees
   # predict.unet_margin(depth) = 10·2^depth pixels of context per side.
   section.unet_tile = 512

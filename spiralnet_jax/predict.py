@@ -13,7 +13,7 @@ of the image (the image, the outputs, and the sparse thresholded claims assembly
    are followed over region edges (`continuation`), and its pieces are reduced to their claims
    (`assembly.claims`); then the pieces are dropped. Under `predict.lobes` the chunk's
    candidates with two or more lobes get a region on each lobe (`spiralnet_jax.seeding`),
-   segmented and followed the same way.
+   segmented and followed the same way. `predict.chunks_in_flight` chunks run at once.
 3. Assembly runs once, on all claims.
 
 Streaming is exact, not an approximation: object ids are the global raster indices of the
@@ -58,6 +58,7 @@ from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import seeding
 from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import stages
+from spiralnet_jax import xla_cpu
 
 # progress(done, total): called as prediction advances (regions, or U-Net tiles).
 Progress = Callable[[int, int], None]
@@ -110,39 +111,14 @@ class Predictor:
     return cls.from_weights(pretrained.weights_dir(name))
 
 
-# Rows of a big image normalised at once (bounds data.stretch's float64 temporaries).
-_NORMALIZE_BLOCK_PIXELS = 1 << 22
-
-
 def percentiles(config: ml_collections.ConfigDict) -> tuple[float, float]:
   """The normalisation percentiles a model was trained with (`data.normalize_percentiles`)."""
   low, high = config.data.normalize_percentiles
   return float(low), float(high)
 
 
-def prepare_image(image: Any, percentile_range: tuple[float, float] = data_lib.intensity.MIN_MAX
-                  ) -> np.ndarray:
-  """Validates a 2-D numeric image and normalises it to float32 [0, 1] (`data.normalize`).
-
-  A big image is stretched in blocks of rows by the whole image's range (bit-identical to
-  normalising it whole) so that the float64 temporaries stay the size of a block.
-  """
-  image = np.asarray(image)
-  if image.ndim != 2:
-    raise ValueError(f"expected a 2-D (H, W) image, got shape {image.shape}")
-  if image.size == 0:
-    raise ValueError(f"expected an image of at least 1×1, got shape {image.shape}")
-  if image.dtype.kind not in "biuf":
-    raise ValueError(f"expected a boolean or real numeric image, got dtype {image.dtype}")
-  rows = max(1, _NORMALIZE_BLOCK_PIXELS // image.shape[1])
-  if image.dtype.kind == "f" and not all(np.isfinite(image[r:r + rows]).all()
-                                         for r in range(0, image.shape[0], rows)):
-    raise ValueError("image contains NaN or infinite values")
-  low, high = data_lib.intensity_range(image, percentile_range)
-  out = np.empty(image.shape, np.float32)
-  for r in range(0, image.shape[0], rows):
-    out[r:r + rows] = data_lib.stretch(image[r:r + rows], low, high)
-  return out
+# Validation and blockwise normalisation of a raw image (data.intensity).
+prepare_image = data_lib.intensity.prepare_image
 
 
 def score_prepared(predictor: Predictor, image: np.ndarray) -> np.ndarray:
@@ -156,16 +132,21 @@ def score_image(predictor: Predictor, image: Any) -> np.ndarray:
   return score_prepared(predictor, prepare_image(image, percentiles(predictor.config)))
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _segment_batch(segmenter: segmenter_lib.Segmenter, params: Any, region_batch: jax.Array,
                    init_mask: jax.Array) -> jax.Array:
   """One fixed-size batch through the whole spiral (compiled once per segmenter and shape)."""
   return segmenter.apply(params, region_batch, init_mask)
 
 
+@functools.cache
+def _segment_jit(options: tuple[tuple[str, str], ...]) -> Callable[..., jax.Array]:
+  return jax.jit(_segment_batch, static_argnums=0, compiler_options=dict(options) or None)
+
+
 def _segment_fn(predictor: Predictor):
   """segment_fn(regions, init_mask) -> probs for `continuation`, with the params bound."""
-  return functools.partial(_segment_batch, predictor.segmenter, predictor.segmenter_params)
+  fn = _segment_jit(xla_cpu.spiral_options(str(predictor.config.predict.cpu_ynn_fusion)))
+  return functools.partial(fn, predictor.segmenter, predictor.segmenter_params)
 
 
 def segment_regions(predictor: Predictor, region_batch: np.ndarray,
@@ -181,9 +162,12 @@ def segment_regions(predictor: Predictor, region_batch: np.ndarray,
 
 
 def threads(config: ml_collections.ConfigDict) -> int:
-  """Segmenter batches / score stripes run at once: `predict.threads`, or (0) the usable cores."""
+  """Segmenter batches / score stripes run at once: `predict.threads`, or (0) the usable cores
+  on the CPU and 1 elsewhere (an accelerator wants whole batches, not more of smaller ones)."""
   wanted = int(config.predict.threads)
-  return wanted if wanted > 0 else len(os.sched_getaffinity(0))
+  if wanted > 0:
+    return wanted
+  return len(os.sched_getaffinity(0)) if jax.default_backend() == "cpu" else 1
 
 
 def _prediction_geom(predictor: Predictor,
@@ -329,29 +313,39 @@ def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
   return continuation.Pieces(*(np.concatenate(field) for field in zip(pieces, lobes)))
 
 
+def _chunk_claims(predictor: Predictor, image: np.ndarray, origins: np.ndarray, start: int,
+                  stop: int) -> list[assembly.Claims]:
+  """The claims of the objects of selected regions start..stop-1 (and of their lobes)."""
+  threshold = float(predictor.config.assembly.threshold)
+  pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop),
+                            _max_moves(predictor.config))
+  parts = [assembly.claims(pieces, image.shape, threshold)]
+  del pieces
+  lobes = _lobe_pieces(predictor, image, parts[0], len(origins))
+  if lobes is not None:
+    parts.append(assembly.claims(lobes, image.shape, threshold))
+  return parts
+
+
 def predict_claims(predictor: Predictor, image: np.ndarray,
                    progress: Optional[Progress] = None) -> assembly.Claims:
-  """The claims of every object of a prepared image, chunk by chunk (see the module doc)."""
+  """The claims of every object of a prepared image, chunk by chunk (see the module doc),
+  `predict.chunks_in_flight` chunks at once."""
   config = predictor.config
-  geom = _prediction_geom(predictor)
-  threshold = float(config.assembly.threshold)
   origins = selected_origins(predictor, image)
   spans = regions_lib.chunks(origins[:, 0], int(config.predict.chunk_regions),
-                 _stripe_rows(config) * geom.stride)
+                             _stripe_rows(config) * _prediction_geom(predictor).stride)
   if progress is not None:
     progress(0, len(origins))
   parts = []
-  for start, stop in spans:
-    pieces = _segment_objects(predictor, image, origins[start:stop], np.arange(start, stop),
-                              _max_moves(config))
-    parts.append(assembly.claims(pieces, image.shape, threshold))
-    del pieces
-    lobes = _lobe_pieces(predictor, image, parts[-1], len(origins))
-    if lobes is not None:
-      parts.append(assembly.claims(lobes, image.shape, threshold))
-      del lobes
-    if progress is not None:
-      progress(stop, len(origins))
+  # A chunk's host work (continuation bookkeeping, lobes, claims) leaves cores idle that the
+  # next chunk's spirals can use; the claims are the same whatever the order (module doc).
+  with futures.ThreadPoolExecutor(max(1, int(config.predict.chunks_in_flight))) as pool:
+    jobs = [pool.submit(_chunk_claims, predictor, image, origins, *span) for span in spans]
+    for (_, stop), job in zip(spans, jobs):
+      parts.extend(job.result())
+      if progress is not None:
+        progress(stop, len(origins))
   return assembly.concatenate_claims(parts, image.shape)
 
 

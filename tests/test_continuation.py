@@ -105,14 +105,15 @@ def test_segment_fn_sees_fixed_batches_and_shifted_seeds():
   first = _first_pieces(image, labels, [(21, 83)])
   calls = []
   _run(image, labels, first, max_moves=4, batch_size=3, calls=calls)
-  assert [c[0].shape for c in calls] == [(3, 52, 58)] * 2  # 2 moves per round, padded to 3.
-  assert all(c[1].shape == (3, 52, 58, 3) for c in calls)
+  # 2 moves per round: a batch of 2 holds them (run_batched caps the batch at the power of two
+  # that holds the regions), so nothing is padded.
+  assert [c[0].shape for c in calls] == [(2, 52, 58)] * 2
+  assert all(c[1].shape == (2, 52, 58, 3) for c in calls)
   # Round 1, second move: (21, 83) -> (22, 111), i.e. shifted by (1, 28).
   seed = calls[0][1][1]
   expected = np.zeros((52, 58, 3), np.float32)
   expected[:51, :30] = first.probs[0, 1:, 28:]
   np.testing.assert_array_equal(seed, expected)
-  np.testing.assert_array_equal(calls[0][1][2], 0)  # The padding entry.
 
 
 def test_channel0_only_pieces_seed_channel0():
@@ -240,10 +241,12 @@ def test_keep_connected_zeroes_channel_0_outside_the_centre_component_only():
 
 
 def test_batch_buckets_halve_down_to_the_smallest_that_fits():
-  assert [continuation.batch_bucket(n, 256) for n in (1, 8, 9, 16, 17, 100, 128, 129, 256)] == [
-      8, 8, 16, 16, 32, 128, 128, 256, 256]
-  assert continuation.batch_bucket(3, 4) == 4  # Never below the batch size's own floor.
-  assert continuation.batch_bucket(5, 12) == 12  # 12 // 2 = 6 < MIN_BUCKET: stays whole.
+  assert continuation.MIN_BUCKET == 2
+  assert [continuation.batch_bucket(n, 256) for n in (1, 2, 3, 8, 9, 16, 17, 100, 129, 256)] == [
+      2, 2, 4, 8, 16, 16, 32, 128, 256, 256]
+  assert continuation.batch_bucket(3, 4) == 4  # Never below what holds the regions.
+  assert continuation.batch_bucket(5, 12) == 6
+  assert continuation.batch_bucket(1, 12) == 3  # An odd size does not halve.
 
 
 def test_run_batched_pads_the_remainder_to_a_bucket_and_keeps_order():
@@ -274,7 +277,26 @@ def test_run_batched_caps_a_batch_far_bigger_than_the_regions():
   shapes.clear()
   continuation.run_batched(fake, np.zeros((3, 2, 3), np.float32),
                            np.zeros((3, 2, 3, 3), np.float32), 10**9)
-  assert shapes == [continuation.MIN_BUCKET]
+  assert shapes == [4]
+
+
+@pytest.mark.parametrize("n, threads, sizes", [
+    (7, 2, [4, 4]), (3, 2, [2, 2]), (1, 2, [2]), (16, 2, [8, 8]), (13, 2, [8, 8]),
+    (7, 1, [8]), (20, 3, [8, 8, 4]), (9, 3, [4, 4, 2])])
+def test_run_batched_splits_a_few_regions_so_that_every_thread_has_a_batch(n, threads, sizes):
+  seen = []
+  lock = threading.Lock()
+
+  def fake(regions_batch, init_mask):
+    with lock:
+      seen.append(len(regions_batch))
+    return np.stack([regions_batch, init_mask[..., 0], regions_batch * 2], -1)
+
+  regions_in = np.arange(n * 2 * 3, dtype=np.float32).reshape(n, 2, 3)
+  out = continuation.run_batched(fake, regions_in, np.zeros((n, 2, 3, 3), np.float32), 8,
+                                 threads=threads)
+  assert sorted(seen, reverse=True) == sizes
+  np.testing.assert_array_equal(out[..., 2], regions_in * 2)
 
 
 def test_run_batched_on_threads_runs_batches_at_once_and_keeps_their_order():

@@ -346,6 +346,14 @@ def test_threads_default_to_the_cores_the_process_may_use():
   assert predict.threads(config) == len(os.sched_getaffinity(0))
 
 
+def test_threads_default_to_one_off_the_cpu(monkeypatch):
+  config = _config()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert predict.threads(config) == 1
+  config.predict.threads = 4  # An explicit number is taken as it is.
+  assert predict.threads(config) == 4
+
+
 # --- streamed prediction ----------------------------------------------------------------------
 
 
@@ -501,7 +509,7 @@ def test_big_images_are_normalised_in_blocks_exactly_as_whole(dtype, monkeypatch
   rng = np.random.default_rng(9)
   image = (rng.random((37, 11)) * 5000 - (0 if dtype in (np.uint16, bool) else 2000))
   image = (image > 2500) if dtype is bool else image.astype(dtype)
-  monkeypatch.setattr(predict, "_NORMALIZE_BLOCK_PIXELS", 40)  # Blocks of 3 rows.
+  monkeypatch.setattr(data_lib.intensity, "BLOCK_PIXELS", 40)  # Blocks of 3 rows.
   out = predict.prepare_image(image)
   np.testing.assert_array_equal(out, data_lib.normalize(image))
   assert out.min() == 0 and out.max() == 1

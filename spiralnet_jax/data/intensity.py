@@ -5,6 +5,8 @@ and CSBDeep normalise, make the result robust to a few hot or saturated pixels: 
 single 65535 pixel in a 12-bit field squashes every real intensity below 0.07.
 """
 
+from typing import Any
+
 import numpy as np
 
 MIN_MAX = (0.0, 100.0)
@@ -66,3 +68,31 @@ def stretch(image: np.ndarray, low: float, high: float) -> np.ndarray:
 def normalize(image: np.ndarray, percentiles=MIN_MAX) -> np.ndarray:
   """Per-image normalisation to float32 [0, 1]: the `percentiles` range stretched, clipped."""
   return stretch(image, *intensity_range(image, percentiles))
+
+
+# Pixels of a big image normalised at once (bounds `stretch`'s float64 temporaries).
+BLOCK_PIXELS = 1 << 22
+
+
+def prepare_image(image: Any, percentile_range: tuple[float, float] = MIN_MAX) -> np.ndarray:
+  """Validates a 2-D numeric image and normalises it to float32 [0, 1] (`data.normalize`).
+
+  A big image is stretched in blocks of rows by the whole image's range (bit-identical to
+  normalising it whole) so that the float64 temporaries stay the size of a block.
+  """
+  image = np.asarray(image)
+  if image.ndim != 2:
+    raise ValueError(f"expected a 2-D (H, W) image, got shape {image.shape}")
+  if image.size == 0:
+    raise ValueError(f"expected an image of at least 1×1, got shape {image.shape}")
+  if image.dtype.kind not in "biuf":
+    raise ValueError(f"expected a boolean or real numeric image, got dtype {image.dtype}")
+  rows = max(1, BLOCK_PIXELS // image.shape[1])
+  if image.dtype.kind == "f" and not all(np.isfinite(image[r:r + rows]).all()
+                                         for r in range(0, image.shape[0], rows)):
+    raise ValueError("image contains NaN or infinite values")
+  low, high = intensity_range(image, percentile_range)
+  out = np.empty(image.shape, np.float32)
+  for r in range(0, image.shape[0], rows):
+    out[r:r + rows] = stretch(image[r:r + rows], low, high)
+  return out

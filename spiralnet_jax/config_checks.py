@@ -63,7 +63,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "segmenter.step": ("cropped", "full_fov"), "segmenter.loss": ("final", "per_step"),
     "segmenter.train_regions": ("label", "scorer"), "segmenter.dtype": ("float32", "bfloat16"),
     "segmenter.cpu_conv_vjp": ("auto", "on", "off"), "predict.seeds": ("grid", "peaks"),
-    "predict.cpu_ynn_fusion": ("default", "eltwise"),
+    "predict.cpu_ynn_fusion": ("auto", "default", "eltwise"),
     **{f"{s}.lr_schedule": ("constant", "cosine") for s in ("scorer", "segmenter", "unet")},
 }
 

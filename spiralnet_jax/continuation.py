@@ -175,21 +175,38 @@ def batch_bucket(n: int, batch_size: int) -> int:
   return size
 
 
-def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.ndarray,
-                batch_size: int, threads: int = 1) -> np.ndarray:
-  """Runs `segment_fn` over batches of `batch_size` (the rest padded to a bucket), up to
-  `threads` batches at once; (B, h, w, 3) in the input order."""
-  n = region_batch.shape[0]
-  if n == 0:
-    return np.zeros(region_batch.shape + (3,), np.float32)
+def batch_sizes(n: int, batch_size: int, threads: int = 1) -> list[int]:
+  """The batches `run_batched` cuts n > 0 regions into: full ones of `batch_size`, the rest
+  padded to a bucket; fewer regions than `threads` full batches are cut smaller instead, so
+  that every thread has one."""
   # A batch far bigger than the regions (e.g. --batch-size 1000000000) would be padded to a
   # huge bucket: cap it at the power of two that holds them all.
   batch_size = min(int(batch_size), 1 << (max(n, MIN_BUCKET) - 1).bit_length())
-  if n < batch_size * threads:  # Fewer full batches than threads: smaller ones busy them all.
+  if n < batch_size * threads:
     batch_size = batch_bucket(-(-n // max(1, int(threads))), batch_size)
-  starts = list(range(0, n, batch_size))
-  sizes = [batch_size] * (len(starts) - 1) + [batch_bucket(n - starts[-1], batch_size)]
-  fill = [(0, starts[-1] + sizes[-1] - n)]
+  full, rest = divmod(n, batch_size)
+  return [batch_size] * full + ([batch_bucket(rest, batch_size)] if rest else [])
+
+
+def all_batch_sizes(batch_size: int, threads: int = 1) -> list[int]:
+  """Every batch size `run_batched` can call the segmenter with (what to compile ahead), for up
+  to 2^14 regions a call: beyond that (a batch of thousands) a size compiles when it comes."""
+  threads = max(1, int(threads))
+  most = min(int(batch_size), 1 << 14) * (threads + 1)
+  return sorted({size for n in range(1, most + 1)
+                 for size in batch_sizes(n, batch_size, threads)}, reverse=True)
+
+
+def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.ndarray,
+                batch_size: int, threads: int = 1) -> np.ndarray:
+  """Runs `segment_fn` over `batch_sizes` batches, up to `threads` batches at once; (B, h, w, 3)
+  in the input order."""
+  n = region_batch.shape[0]
+  if n == 0:
+    return np.zeros(region_batch.shape + (3,), np.float32)
+  sizes = batch_sizes(n, batch_size, threads)
+  starts = np.cumsum([0] + sizes[:-1]).tolist()
+  fill = [(0, sum(sizes) - n)]
   region_batch = np.pad(region_batch, fill + [(0, 0)] * 2)
   init_mask = np.pad(init_mask, fill + [(0, 0)] * 3)
   batches = [(region_batch[s:s + size], init_mask[s:s + size]) for s, size in zip(starts, sizes)]

@@ -57,8 +57,8 @@ from spiralnet_jax import scale
 from spiralnet_jax import scorer as scorer_lib
 from spiralnet_jax import seeding
 from spiralnet_jax import segmenter as segmenter_lib
+from spiralnet_jax import spiral_compile
 from spiralnet_jax import stages
-from spiralnet_jax import xla_cpu
 
 # progress(done, total): called as prediction advances (regions, or U-Net tiles).
 Progress = Callable[[int, int], None]
@@ -132,21 +132,12 @@ def score_image(predictor: Predictor, image: Any) -> np.ndarray:
   return score_prepared(predictor, prepare_image(image, percentiles(predictor.config)))
 
 
-def _segment_batch(segmenter: segmenter_lib.Segmenter, params: Any, region_batch: jax.Array,
-                   init_mask: jax.Array) -> jax.Array:
-  """One fixed-size batch through the whole spiral (compiled once per segmenter and shape)."""
-  return segmenter.apply(params, region_batch, init_mask)
-
-
-@functools.cache
-def _segment_jit(options: tuple[tuple[str, str], ...]) -> Callable[..., jax.Array]:
-  return jax.jit(_segment_batch, static_argnums=0, compiler_options=dict(options) or None)
-
-
-def _segment_fn(predictor: Predictor):
+def _segment_fn(predictor: Predictor) -> continuation.SegmentFn:
   """segment_fn(regions, init_mask) -> probs for `continuation`, with the params bound."""
-  fn = _segment_jit(xla_cpu.spiral_options(str(predictor.config.predict.cpu_ynn_fusion)))
-  return functools.partial(fn, predictor.segmenter, predictor.segmenter_params)
+  config = predictor.config.predict
+  return spiral_compile.segment_fn(predictor.segmenter, predictor.segmenter_params,
+                                   str(config.cpu_ynn_fusion), int(config.region_batch_size),
+                                   threads(predictor.config))
 
 
 def segment_regions(predictor: Predictor, region_batch: np.ndarray,

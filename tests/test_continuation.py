@@ -299,6 +299,17 @@ def test_run_batched_splits_a_few_regions_so_that_every_thread_has_a_batch(n, th
   np.testing.assert_array_equal(out[..., 2], regions_in * 2)
 
 
+def test_all_batch_sizes_are_every_size_run_batched_can_use():
+  assert continuation.all_batch_sizes(8, 1) == [8, 4, 2]
+  assert continuation.all_batch_sizes(8, 2) == [8, 4, 2]
+  assert continuation.all_batch_sizes(12, 1) == [12, 8, 6, 4, 3, 2]
+  assert continuation.batch_sizes(29, 12) == [12, 12, 6]
+  for batch, threads in [(8, 1), (8, 2), (12, 3), (32, 2)]:
+    every = set(continuation.all_batch_sizes(batch, threads))
+    seen = {s for n in range(1, 500) for s in continuation.batch_sizes(n, batch, threads)}
+    assert seen == every, (batch, threads)
+
+
 def test_run_batched_on_threads_runs_batches_at_once_and_keeps_their_order():
   # Two batches must be in flight together to pass the barrier; the first one to be called
   # waits longest, so batches finish out of order.

@@ -563,3 +563,17 @@ def test_a_second_field_of_the_same_size_compiles_nothing(seeds, lobes):
   _, instances = predict.predict(predictor, second)
   assert instances.shape == (120, 150)
   assert len(_BACKEND_COMPILES) == before
+
+
+def test_the_first_batch_compiles_the_spiral_for_every_batch_size_prediction_uses():
+  # One region needs the smallest batch only; later fields and continuation rounds bring any
+  # number of regions, and every batch size run_batched may cut them into is already compiled.
+  predictor = _predictor(_config(features=7, batch=8))  # A segmenter no other test compiles.
+  shape = predictor.segmenter.region_shape
+  start = len(_BACKEND_COMPILES)
+  predict.segment_regions(predictor, np.zeros((1,) + shape, np.float32))
+  before = len(_BACKEND_COMPILES)
+  assert before - start >= 3  # Batches of 8, 4 and 2.
+  for n in range(1, 3 * 8 * predict.threads(predictor.config)):
+    predict.segment_regions(predictor, np.zeros((n,) + shape, np.float32))
+  assert len(_BACKEND_COMPILES) == before

@@ -12,13 +12,26 @@ from spiralnet_jax import predict
 from spiralnet_jax import xla_cpu
 
 
+_ELTWISE = (("xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_ELTWISE"),)
+
+
 def test_eltwise_restricts_ynnpack_to_elementwise_fusions_and_default_sets_nothing():
   assert jax.default_backend() == "cpu"  # CI and the tests run on the CPU.
-  assert xla_cpu.spiral_options("eltwise") == (
-      ("xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_ELTWISE"),)
-  assert xla_cpu.spiral_options("default") == ()
+  for step in ("cropped", "full_fov"):
+    assert xla_cpu.spiral_options("eltwise", step) == _ELTWISE
+    assert xla_cpu.spiral_options("default", step) == ()
   with pytest.raises(ValueError, match="cpu_ynn_fusion"):
-    xla_cpu.spiral_options("convolution")
+    xla_cpu.spiral_options("convolution", "cropped")
+
+
+def test_auto_is_eltwise_for_the_cropped_step_and_the_default_for_the_full_fov_step():
+  assert xla_cpu.spiral_options("auto", "cropped") == _ELTWISE
+  assert xla_cpu.spiral_options("auto", "full_fov") == ()
+
+
+def test_off_the_cpu_nothing_is_set(monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert xla_cpu.spiral_options("eltwise", "cropped") == ()
 
 
 def test_an_option_the_compiler_rejects_falls_back_to_its_defaults(caplog):
@@ -40,7 +53,7 @@ def test_the_spiral_compiled_either_way_gives_the_same_probabilities_and_instanc
   regions = np.random.default_rng(0).random((8,) + shipped.segmenter.region_shape, np.float32)
   image = data_lib.load_split("test", data_lib.sample_dir())[0].image[:160, :240]
   probs, instances = {}, {}
-  for fusion in xla_cpu.FUSIONS:
+  for fusion in ("default", "eltwise"):
     predictor = _with_fusion(shipped, fusion)
     probs[fusion] = predict.segment_regions(predictor, regions)
     instances[fusion] = predict.predict_instances(predictor, image)

@@ -200,8 +200,10 @@ def test_sizes_share_compilations_and_keep_their_shape(monkeypatch):
     np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
   # Padded stripe shapes 128×128 (1×1 has no region column: nothing to score), 640×768 (520×696
   # and 560×700: one stripe of 33 and 36 grid rows) and 640×1536 (1040×1392: two equal stripes
-  # of 33 of its 66 rows): three scorer compilations; one for the segmenter.
-  assert dict(traces) == {"scorer": 3, "segmenter": 1}
+  # of 33 of its 66 rows): three scorer compilations; the segmenter's two batch sizes (4, and 2
+  # for a remainder or a round of one or two moves), compiled ahead at the first batch.
+  assert continuation.all_batch_sizes(4, predict.threads(predictor.config)) == [4, 2]
+  assert dict(traces) == {"scorer": 3, "segmenter": 2}
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -20,6 +20,8 @@ is "merged" (a prediction overlapping it by IoU > 0.1 also overlaps another true
   continuation        that candidate covers under half of it and the nucleus reaches outside
                       the candidate's first region (following it over the edge fell short);
   segmenter_other     anything else (under- or over-segmented inside its region).
+The same counts are also given for the small true nuclei alone (area < --small_area px): what
+a 52×58 region scored at its centre hardly sees.
 """
 
 import collections
@@ -45,6 +47,7 @@ _SPLIT = flags.DEFINE_string("split", "validation", "Split to analyse.")
 _NUM = flags.DEFINE_integer("num_images", 0, "Fields of the split (0 = all).")
 _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "config overrides, e.g. assembly.split_containers=1")
+_SMALL = flags.DEFINE_integer("small_area", 50, "True nuclei under this many px count as small.")
 
 CAUSES = ("no_region", "scorer_threshold", "size_filter", "assembly", "segmenter_neighbour",
           "continuation", "segmenter_other")
@@ -72,8 +75,9 @@ def _candidate_iou(labels: np.ndarray, claimed: assembly.Claims, num_objects: in
 
 
 def attribute_field(predictor: predict.Predictor, image: np.ndarray,
-                    labels: np.ndarray) -> list[tuple[str, str]]:
-  """(kind, cause) of every true nucleus of one field that the prediction gets wrong."""
+                    labels: np.ndarray) -> list[tuple[str, str, int]]:
+  """(kind, cause, area in px) of every true nucleus of one field that the prediction gets
+  wrong."""
   config = predictor.config
   geom = dataclasses.replace(predictor.geom, stride=int(config.predict.stride))
   prepared = predict.prepare_image(image, predict.percentiles(config))
@@ -101,6 +105,7 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
   num_objects = max(len(selected), int(pieces.object_ids.max(initial=-1)) + 1)
   cand_iou, cand_area = _candidate_iou(labels, claimed, num_objects)
   cand_iou = cand_iou[1:]
+  true_area = np.bincount(labels.ravel(), minlength=n_true + 1)
   first_origin = {int(o): pieces.origins[k] for k, o in reversed(list(enumerate(pieces.object_ids)))}
   errors = []
   for n in range(n_true):
@@ -114,7 +119,8 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
     else:
       kind = "missed" if hits.size == 0 else "poor_iou"
     errors.append((kind, _cause(n + 1, labels, central, selected, cand_iou[n], cand_iou,
-                                cand_area, first_origin, geom, int(config.assembly.min_size))))
+                                cand_area, first_origin, geom, int(config.assembly.min_size)),
+                   int(true_area[n + 1])))
   return errors
 
 
@@ -149,14 +155,17 @@ def main(argv):
     section, field = key.split(".")
     predictor.config[section][field] = type(predictor.config[section][field])(json.loads(value))
   examples = data_lib.load_split(_SPLIT.value, data_lib.resolve_data_dir(""), _NUM.value)
-  counts = collections.Counter()
+  counts, small = collections.Counter(), collections.Counter()
   per_field = {}
-  n_true = 0
+  n_true = n_small = 0
   for ex in examples:
     errors = attribute_field(predictor, ex.image, ex.labels)
     n_true += int(ex.labels.max(initial=0))
-    per_field[ex.name] = dict(collections.Counter(f"{k}/{c}" for k, c in errors))
-    counts.update(errors)
+    areas = np.bincount(ex.labels.ravel())[1:]
+    n_small += int(((areas > 0) & (areas < _SMALL.value)).sum())
+    per_field[ex.name] = dict(collections.Counter(f"{k}/{c}" for k, c, _ in errors))
+    counts.update((k, c) for k, c, _ in errors)
+    small.update((k, c) for k, c, area in errors if area < _SMALL.value)
   by_cause = {c: sum(v for (k, cc), v in counts.items() if cc == c) for c in CAUSES}
   by_kind = collections.Counter()
   for (k, _), v in counts.items():
@@ -165,9 +174,13 @@ def main(argv):
          "true_nuclei": n_true, "wrong_nuclei": sum(counts.values()), "by_cause": by_cause,
          "by_kind": dict(by_kind), "by_kind_and_cause": {f"{k}/{c}": v for (k, c), v in
                                                           sorted(counts.items())},
+         "small_area_px": _SMALL.value, "true_nuclei_small": n_small,
+         "wrong_nuclei_small": sum(small.values()),
+         "small_by_kind_and_cause": {f"{k}/{c}": v for (k, c), v in sorted(small.items())},
          "overrides": _OVERRIDES.value, "per_field": per_field}
   text = json.dumps(out, indent=1)
-  print(json.dumps({k: out[k] for k in ("true_nuclei", "wrong_nuclei", "by_cause", "by_kind")}))
+  print(json.dumps({k: out[k] for k in ("true_nuclei", "wrong_nuclei", "by_cause", "by_kind",
+                                        "true_nuclei_small", "wrong_nuclei_small")}))
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(text + "\n")
 

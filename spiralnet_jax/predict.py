@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from concurrent import futures
 import dataclasses
-import functools
 import os
 import pathlib
 from typing import Any, Callable, Optional, Union

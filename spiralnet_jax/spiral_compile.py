@@ -35,7 +35,7 @@ def _jitted(options: Options) -> Callable[..., jax.Array]:
 def _compile_ahead(segmenter: segmenter_lib.Segmenter, options: Options,
                    sizes: tuple[int, ...]) -> None:
   """Compiles the spiral for each batch size (cached: once per process and key)."""
-  params = jax.eval_shape(segmenter.init, jax.random.key(0))
+  params = jax.eval_shape(lambda: segmenter.init(jax.random.key(0)))  # Traced: nothing runs.
   for size in sizes:
     regions = jax.ShapeDtypeStruct((size,) + segmenter.region_shape, jnp.float32)
     masks = jax.ShapeDtypeStruct((size,) + segmenter.region_shape + (3,), jnp.float32)

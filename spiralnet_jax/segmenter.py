@@ -183,8 +183,8 @@ class Segmenter:
   @functools.cached_property
   def _jit_init(self) -> Callable[[jax.Array], Any]:
     height, width = self.window_shape
-    image = jnp.zeros((1, height, width, 1), jnp.float32)
-    mask = jnp.zeros((1, height, width, 3), jnp.float32)
+    image = np.zeros((1, height, width, 1), np.float32)  # NumPy: a cached trace-free constant.
+    mask = np.zeros((1, height, width, 3), np.float32)
     padding = "SAME" if self.step == "full_fov" else "VALID"
     # One jitted function per segmenter: unjitted init runs op by op, and a fresh jit per call
     # would recompile jax.random for every parameter shape each time.

@@ -35,7 +35,13 @@ def _jitted(options: Options) -> Callable[..., jax.Array]:
 def _compile_ahead(segmenter: segmenter_lib.Segmenter, options: Options,
                    sizes: tuple[int, ...]) -> None:
   """Compiles the spiral for each batch size (cached: once per process and key)."""
-  params = jax.eval_shape(lambda: segmenter.init(jax.random.key(0)))  # Traced: nothing runs.
+  height, width = segmenter.window_shape
+  padding = "SAME" if segmenter.step == "full_fov" else "VALID"
+  # Traced, so nothing runs; through the network's own init, not `segmenter.init`, whose cached
+  # jitted function would then hold this trace's values (and be pickled with the segmenter).
+  params = jax.eval_shape(lambda: segmenter.net.init(
+      jax.random.key(0), jnp.zeros((1, height, width, 1)), jnp.zeros((1, height, width, 3)),
+      padding))
   for size in sizes:
     regions = jax.ShapeDtypeStruct((size,) + segmenter.region_shape, jnp.float32)
     masks = jax.ShapeDtypeStruct((size,) + segmenter.region_shape + (3,), jnp.float32)

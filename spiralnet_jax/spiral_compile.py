@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spiralnet_jax import continuation
 from spiralnet_jax import segmenter as segmenter_lib
@@ -32,16 +33,11 @@ def _jitted(options: Options) -> Callable[..., jax.Array]:
 
 
 @functools.cache
-def _compile_ahead(segmenter: segmenter_lib.Segmenter, options: Options,
-                   sizes: tuple[int, ...]) -> None:
-  """Compiles the spiral for each batch size (cached: once per process and key)."""
-  height, width = segmenter.window_shape
-  padding = "SAME" if segmenter.step == "full_fov" else "VALID"
-  # Traced, so nothing runs; through the network's own init, not `segmenter.init`, whose cached
-  # jitted function would then hold this trace's values (and be pickled with the segmenter).
-  params = jax.eval_shape(lambda: segmenter.net.init(
-      jax.random.key(0), jnp.zeros((1, height, width, 1)), jnp.zeros((1, height, width, 3)),
-      padding))
+def _compile_ahead(segmenter: segmenter_lib.Segmenter, options: Options, sizes: tuple[int, ...],
+                   treedef: Any, leaves: tuple[jax.ShapeDtypeStruct, ...]) -> None:
+  """Compiles the spiral for each batch size, for parameters of these shapes and dtypes (cached:
+  once per process and key)."""
+  params = jax.tree.unflatten(treedef, leaves)
   for size in sizes:
     regions = jax.ShapeDtypeStruct((size,) + segmenter.region_shape, jnp.float32)
     masks = jax.ShapeDtypeStruct((size,) + segmenter.region_shape + (3,), jnp.float32)
@@ -53,5 +49,7 @@ def segment_fn(segmenter: segmenter_lib.Segmenter, params: Any, fusion: str, bat
   """segment_fn(regions, init_mask) -> probs with `params` bound, compiled for every batch size
   `run_batched(..., batch_size, threads)` uses; `fusion`: `predict.cpu_ynn_fusion`."""
   options = xla_cpu.spiral_options(fusion, segmenter.step)
-  _compile_ahead(segmenter, options, tuple(continuation.all_batch_sizes(batch_size, threads)))
+  leaves, treedef = jax.tree.flatten(params)
+  _compile_ahead(segmenter, options, tuple(continuation.all_batch_sizes(batch_size, threads)),
+                 treedef, tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves))
   return functools.partial(_jitted(options), segmenter, params)

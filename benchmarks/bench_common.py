@@ -192,3 +192,12 @@ def emit(record: dict, out: str = "") -> None:
   print(text)
   if out:
     pathlib.Path(out).write_text(text + "\n")
+
+
+def override(config: ml_collections.ConfigDict, item: str) -> None:
+  """Sets `section.field=JSON` in `config`, the value cast to the field's type (a JSON list to
+  a tuple field, 1 to a float field)."""
+  key, value = item.split("=", 1)
+  section, field = key.split(".")
+  old, new = config[section][field], json.loads(value)
+  config[section][field] = new if old is None else type(old)(new)

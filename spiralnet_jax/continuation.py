@@ -201,25 +201,33 @@ def run_batched(segment_fn: SegmentFn, region_batch: np.ndarray, init_mask: np.n
                 batch_size: int, threads: int = 1) -> np.ndarray:
   """Runs `segment_fn` over `batch_sizes` batches, up to `threads` batches at once; (B, h, w, 3)
   in the input order."""
-  n = region_batch.shape[0]
-  if n == 0:
+  if region_batch.shape[0] == 0:
     return np.zeros(region_batch.shape + (3,), np.float32)
+  return map_batched(lambda regions, masks: (segment_fn(regions, masks),),
+                     (region_batch, init_mask), batch_size, threads)[0]
+
+
+def map_batched(fn: Callable[..., tuple[Any, ...]], arrays: tuple[np.ndarray, ...],
+                batch_size: int, threads: int = 1) -> tuple[np.ndarray, ...]:
+  """fn's outputs over `batch_sizes` batches of `arrays` (zero-padded, sliced back), up to
+  `threads` batches at once, concatenated in the input order."""
+  n = arrays[0].shape[0]
   sizes = batch_sizes(n, batch_size, threads)
   starts = np.cumsum([0] + sizes[:-1]).tolist()
-  fill = [(0, sum(sizes) - n)]
-  region_batch = np.pad(region_batch, fill + [(0, 0)] * 2)
-  init_mask = np.pad(init_mask, fill + [(0, 0)] * 3)
-  batches = [(region_batch[s:s + size], init_mask[s:s + size]) for s, size in zip(starts, sizes)]
+  fill = sum(sizes) - n  # np.pad copies even when it adds nothing: big arrays pass as they are.
+  padded = [np.pad(a, [(0, fill)] + [(0, 0)] * (a.ndim - 1)) if fill else a for a in arrays]
+  batches = [[a[s:s + size] for a in padded] for s, size in zip(starts, sizes)]
   if threads <= 1 or len(batches) == 1:
     # Dispatch every batch before reading any back, so host and device work overlap.
-    out = [segment_fn(*batch) for batch in batches]
-    return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
-  # XLA:CPU runs one small-convolution spiral on about one core however many it has (2-core
-  # CPU, shipped model: 80 regions/s, 128 pinned to one core); batches called from several
-  # threads at once (JAX releases the GIL while one runs) keep every core busy: 200-240.
-  with futures.ThreadPoolExecutor(min(int(threads), len(batches))) as pool:
-    out = list(pool.map(lambda batch: np.asarray(segment_fn(*batch), np.float32), batches))
-  return np.concatenate(out)[:n]
+    out = [fn(*batch) for batch in batches]
+  else:
+    # XLA:CPU runs one small-convolution spiral on about one core however many it has (2-core
+    # CPU, shipped model: 80 regions/s, 128 pinned to one core); batches called from several
+    # threads at once (JAX releases the GIL while one runs) keep every core busy: 200-240.
+    with futures.ThreadPoolExecutor(min(int(threads), len(batches))) as pool:
+      out = list(pool.map(lambda batch: tuple(np.asarray(o) for o in fn(*batch)), batches))
+  return tuple(np.concatenate([np.asarray(o[i], np.float32) for o in out])[:n]
+               for i in range(len(out[0])))
 
 
 def _in_central_area(centres: np.ndarray, objects: np.ndarray, origins: np.ndarray,

@@ -142,6 +142,11 @@ def _predict(section: ml_collections.ConfigDict) -> None:
   # (the cropped step 1.3-1.5x faster, same outputs); "default", XLA's choice (faster for the
   # full_fov step); "auto", the faster of the two for segmenter.step. No effect off the CPU.
   section.cpu_ynn_fusion = "auto"
+  # Under continuation.connected_only, a fresh region's spiral stops after any of these rings of
+  # blocks (1 .. the second last) once its object lies inside it (spiralnet_jax.early_exit:
+  # exact). () runs every spiral to the end: on the 2-core CPU, the exit's bookkeeping costs
+  # more than the ≤ 7% of steps it saves (benchmarks/README.md).
+  section.exit_rings = ()
   section.shape_bucket = 128  # images are padded up to multiples of this for scoring.
   # Region stride at prediction (training uses regions.stride). 16 is the thesis grid; 8 also
   # centres a region on small nuclei that the 16-px grid misses, for 4× the regions.

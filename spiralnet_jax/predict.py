@@ -50,6 +50,7 @@ from spiralnet_jax import assembly
 from spiralnet_jax import checkpoints
 from spiralnet_jax import continuation
 from spiralnet_jax import data as data_lib
+from spiralnet_jax import early_exit
 from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scale
@@ -247,11 +248,8 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
   local = origins - np.array([top, 0])
   crops = continuation.crop_regions(regions_lib.reflect_pad(window, geom.pad), geom.pad, local,
                                     geom)
-  probs = segment_regions(predictor, crops)
+  probs = _fresh_objects(predictor, crops)
   del crops
-  if config.continuation.connected_only:
-    probs = continuation.keep_connected(probs, continuation.centre_anchor(len(probs), geom),
-                                        float(config.continuation.threshold))
   first = continuation.Pieces(local.astype(np.int32), probs, np.asarray(object_ids, np.int32))
   if max_moves == 0:
     pieces = first._replace(probs=continuation.central_probs(first.probs))
@@ -262,6 +260,24 @@ def _segment_objects(predictor: Predictor, image: np.ndarray, origins: np.ndarra
         batch_size=int(config.predict.region_batch_size),
         connected_only=bool(config.continuation.connected_only), threads=threads(config))
   return pieces._replace(origins=(pieces.origins + np.array([top, 0])).astype(np.int32))
+
+
+def _fresh_objects(predictor: Predictor, crops: np.ndarray) -> np.ndarray:
+  """(N, h, w, 3) probabilities of fresh regions, channel 0 kept to the anchored objects under
+  `continuation.connected_only`, where `predict.exit_rings` stops enclosed ones (exact)."""
+  config, geom = predictor.config, _prediction_geom(predictor)
+  if not config.continuation.connected_only:
+    return segment_regions(predictor, crops)
+  threshold, batch = float(config.continuation.threshold), int(config.predict.region_batch_size)
+  if config.predict.exit_rings:
+    fns = spiral_compile.exit_fns(predictor.segmenter, predictor.segmenter_params,
+                                  str(config.predict.cpu_ynn_fusion), batch, threads(config))
+    probs = early_exit.run(fns, predictor.segmenter, crops, geom,
+                           tuple(config.predict.exit_rings), threshold, batch, threads(config))
+  else:
+    probs = segment_regions(predictor, crops)
+  return continuation.keep_connected(probs, continuation.centre_anchor(len(probs), geom),
+                                     threshold)
 
 
 def _lobe_pieces(predictor: Predictor, image: np.ndarray, claimed: assembly.Claims,

@@ -299,8 +299,7 @@ class Segmenter:
     return self.to_canvas(regions[..., None]), self.to_canvas(jnp.asarray(init_mask, jnp.float32))
 
   def _scan(self, body, init, remat: bool):
-    """(carry, per-segment outputs) of `body(carry, offsets (G, 2))` scanned over the schedule,
-    one scan per segment, each iteration rematerialised if `remat`."""
+    """(carry, per-segment outputs) of `body(carry, offsets (G, 2))`, one scan per segment."""
     if remat:
       # prevent_cse=False is safe (and faster) inside scan: the loop already blocks CSE.
       body = jax.checkpoint(body, prevent_cse=False)
@@ -328,13 +327,15 @@ class Segmenter:
     """`apply` with the regions batched inside the convolutions (what `apply_region` runs)."""
     image_canvas, mask_canvas = self._canvases(regions, init_mask)
     source = self.image_source(params, image_canvas, self.hoisted)
-
-    def body(mask_canvas, offsets):
-      logits = self._group_logits(params, source, mask_canvas, offsets, self.hoisted)
-      return self._write_group(mask_canvas, jax.nn.sigmoid(logits), offsets), None
-
+    body = lambda canvas, offsets: (self.predict_group(params, source, canvas, offsets), None)
     mask_canvas, _ = self._scan(body, mask_canvas, remat=False)
     return self.from_canvas(mask_canvas)
+
+  def predict_group(self, params: Any, source: jax.Array, mask_canvas: jax.Array,
+                    offsets: jax.Array) -> jax.Array:
+    """The mask canvas with its G independent blocks at `offsets` (G, 2) predicted (`apply`)."""
+    logits = self._group_logits(params, source, mask_canvas, offsets, self.hoisted)
+    return self._write_group(mask_canvas, jax.nn.sigmoid(logits), offsets)
 
   def loss(self, params: Any, regions: jax.Array, labels: jax.Array) -> jax.Array:
     """Scalar BCE training loss against (B, H, W, 3) one-hot labels, per `loss_type`.
@@ -348,8 +349,7 @@ class Segmenter:
     return (nums / dens).mean()
 
   def loss_vmapped(self, params: Any, regions: jax.Array, labels: jax.Array) -> jax.Array:
-    """`loss` as one region's terms vmapped across regions (equal up to rounding); not trained
-    with: vmapped, conv.py's kernel gradient is a grouped conv per region (1.24x slower, CPU)."""
+    """`loss` as one region's terms vmapped across regions (equal up to rounding; see above)."""
     nums, dens = jax.vmap(lambda r, y: self._loss_terms(params, r[None], y[None]))(
         jnp.asarray(regions, jnp.float32), jnp.asarray(labels, jnp.float32))
     return (nums.sum(0) / dens.sum(0)).mean()

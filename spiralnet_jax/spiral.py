@@ -91,3 +91,27 @@ def wavefront_schedule(dependencies: np.ndarray) -> tuple[tuple[int, ...], ...]:
     level[j] = 1 + (level[preds].max() if preds.size else 0)
   return tuple(tuple(int(k) for k in np.flatnonzero(level == v))
                for v in range(1, level.max(initial=0) + 1))
+
+
+def spiral_rings(offsets: np.ndarray, n: int) -> np.ndarray:
+  """(K,) the ring of each step's block: its Chebyshev distance, in blocks, from the first."""
+  offsets = np.asarray(offsets, np.int64).reshape(-1, 2)
+  rings = np.max(np.abs(offsets - offsets[0]), axis=1) // n
+  if np.any(np.diff(rings) < 0):
+    raise ValueError("the spiral must visit its blocks ring by ring")
+  return rings
+
+
+def ring_ends(offsets: np.ndarray, n: int) -> np.ndarray:
+  """(R,) for ring 0..R-1, the number of steps after which the whole ring is written."""
+  rings = spiral_rings(offsets, n)
+  return np.searchsorted(rings, np.arange(rings.max() + 1), side="right")
+
+
+def pixel_rings(offsets: np.ndarray, region_shape: tuple[int, int], n: int) -> np.ndarray:
+  """(H, W) int64: the ring of the spiral block that writes each region pixel."""
+  rings = spiral_rings(offsets, n)
+  out = np.full(region_shape, -1, np.int64)
+  for (y, x), ring in zip(np.asarray(offsets).reshape(-1, 2), rings):
+    out[max(y, 0):y + n, max(x, 0):x + n] = ring
+  return out

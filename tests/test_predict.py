@@ -547,14 +547,17 @@ jax.monitoring.register_event_duration_secs_listener(
     if event == "/jax/core/compile/backend_compile_duration" else None)
 
 
-@pytest.mark.parametrize("seeds,lobes", [("grid", False), ("peaks", True)])
-def test_a_second_field_of_the_same_size_compiles_nothing(seeds, lobes):
+@pytest.mark.parametrize("seeds,lobes,exit_rings,features",
+                         [("grid", False, (), 6), ("peaks", True, (), 5),
+                          ("peaks", True, (2, 3), 8)])
+def test_a_second_field_of_the_same_size_compiles_nothing(seeds, lobes, exit_rings, features):
   """Fixed batch shapes, shape buckets and continuation rounds: fields of one size share every
   compiled function, whatever their nuclei (here different numbers of regions and moves)."""
   from spiralnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  config = _config(features=5 if lobes else 6)  # A segmenter of its own: nothing compiled yet.
+  config = _config(features=features)  # A segmenter of its own: nothing compiled yet.
   config.scorer.threshold = -1e9  # Random weights: let every region pass.
   config.predict.seeds, config.predict.lobes = seeds, lobes
+  config.predict.exit_rings = exit_rings
   config.assembly.split_containers = lobes
   predictor = _predictor(config)
   first, second = (synthetic.generate(seed, shape=(120, 150))[0] for seed in (1, 2))

@@ -186,3 +186,20 @@ def test_default_geometry_critical_path_is_49_of_56():
   assert len(schedule) == 49
   assert schedule[32:39] == tuple((32 + k, 49 + k) for k in range(7))
   assert all(len(level) == 1 for level in schedule[:32] + schedule[39:])
+
+
+def test_the_thesis_spiral_visits_five_rings_of_blocks_one_after_another():
+  offsets = spiral.spiral_offsets((52, 58), 8)
+  rings = spiral.spiral_rings(offsets, 8)
+  # The centre block, the 8 around it, then 16 and 24; the 7 x 8 grid leaves one column of 7.
+  assert np.bincount(rings).tolist() == [1, 8, 16, 24, 7]
+  assert spiral.ring_ends(offsets, 8).tolist() == [1, 9, 25, 49, 56]
+  pixels = spiral.pixel_rings(offsets, (52, 58), 8)
+  assert pixels.min() == 0  # Every pixel is written by some block.
+  assert pixels[26, 29] == 0 and pixels[0, 0] == 4 and pixels[0, 57] == 3 and pixels[51, 5] == 3
+  assert (pixels == 0).sum() == 64 and (pixels == 4).sum() == 52 * 5
+
+
+def test_a_spiral_that_leaves_a_ring_before_it_is_done_is_refused():
+  with pytest.raises(ValueError, match="ring by ring"):
+    spiral.spiral_rings(np.asarray([[0, 0], [8, 8], [0, 16], [0, 8]]), 8)

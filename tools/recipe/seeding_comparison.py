@@ -103,9 +103,7 @@ def main(argv):
   del argv
   base = predict.Predictor.from_weights(_WEIGHTS.value)
   for item in _OVERRIDES.value:
-    key, value = item.split("=", 1)
-    section, field = key.split(".")
-    base.config[section][field] = json.loads(value)
+    bench_common.override(base.config, item)
   examples = data_lib.load_split(_SPLIT.value, data_lib.resolve_data_dir(""), _NUM.value)
   predict.predict(base, examples[0].image)  # Compile outside the timed fields.
   paths = {}

@@ -63,6 +63,7 @@ def _models(shipped: predict.Predictor) -> dict[str, models.Model]:
   thesis = shipped.config.copy_and_resolve_references()
   thesis.predict.seeds, thesis.predict.lobes = "grid", False
   thesis.assembly.split_containers, thesis.segmenter.step = False, "full_fov"
+  thesis.continuation.max_moves = 4  # The SPEC's; the shipped config follows 2 moves.
   config = shipped.config
   net = unet_lib.UNet(base_features=int(config.unet.base_features), depth=int(config.unet.depth))
   unet_params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))["params"]

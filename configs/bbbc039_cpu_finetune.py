@@ -38,7 +38,7 @@ def get_config():
   # bbbc039-cpu-recipe/seeding/): one region per peak of the stride-4 score map, a second look
   # at two-lobed candidates, and assembly that withdraws mergers. The thesis path is
   # --config.predict.seeds=grid --config.predict.lobes=False
-  # --config.assembly.split_containers=False.
+  # --config.assembly.split_containers=False --config.continuation.max_moves=4.
   config.predict.seeds = "peaks"
   config.predict.lobes = True
   config.predict.lobe_min_distance = 4
@@ -47,6 +47,13 @@ def get_config():
   # and 130 merges against 0.9275 and 131 for every two-lobed candidate, 1.33x faster
   # (results/bbbc039-cpu-recipe/seeding/validation_finetuned_lobes_d4_h2_sol*.json).
   config.predict.lobe_max_solidity = 0.93
+  # A lobe region's object is not followed over region edges, and an object at most 2 regions
+  # on (session 10; results/bbbc039-cpu-recipe/seeding/validation_finetuned_*max_moves*.json,
+  # *follow_lobes_off*.json): validation F1@0.5 0.9271 and 118 merges against 0.9276 and 130,
+  # 226 spirals a field against 262 (1.14x faster, benchmarks/results/predict_ab_cpu-2core.json).
+  # A cut-off lobe object overlaps its neighbour's less, so the split rule withdraws more mergers.
+  config.predict.follow_lobes = False
+  config.continuation.max_moves = 2
   config.assembly.split_containers = True
   config.assembly.split_containment = 0.5
   return config

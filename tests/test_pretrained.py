@@ -72,6 +72,7 @@ def test_the_thesis_path_is_one_config_switch_away_and_scores_lower(predictor, t
   thesis = config.copy_and_resolve_references()
   thesis.predict.seeds, thesis.predict.lobes, thesis.assembly.split_containers = (
       "grid", False, False)
+  thesis.continuation.max_moves = 4  # The SPEC's; the shipped config follows objects 2 moves.
   thesis_predictor = predict.Predictor.from_params(thesis, predictor.scorer_params,
                                                    predictor.segmenter_params)
   pairs = [(ex.labels, predict.predict_instances(thesis_predictor, ex.image))

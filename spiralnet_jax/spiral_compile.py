@@ -4,7 +4,9 @@ all compiled ahead at first use.
 `continuation.run_batched` calls the segmenter with a few batch sizes (full batches, smaller
 ones for a remainder or a round of a few moves: `continuation.all_batch_sizes`). Compiled one by
 one as they first come, a later field would compile the size it is the first to need; compiled
-together before the first batch, no field after the first compiles anything (tested).
+together before the first batch, no field after the first compiles anything (tested). Under
+`predict.exit_rings` (`early_exit`) the spiral is compiled in two parts instead, its start and
+a span of its steps with traced bounds, each once per batch size.
 """
 
 import functools

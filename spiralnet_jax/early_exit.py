@@ -84,13 +84,14 @@ def run(fns: tuple[StartFn, StepsFn], segmenter: segmenter_lib.Segmenter, region
       canvas = continuation.map_batched(
           lambda s, c, b=begin, e=stop: (steps_fn(s, c, b, e),), (source, canvas),
           batch_size, threads)[0]
-      probs = np.asarray(segmenter.from_canvas(canvas))
+      probs = segmenter.from_canvas(canvas)  # A view of the canvases the survivors go on with.
       done = (np.ones(len(index), bool) if ring < 0 else
               enclosed(probs[..., 0], continuation.centre_anchor(len(index), geom), pixel_ring,
                        ring, threshold))
+      stopped = np.array(probs[done])
       if ring >= 0:
-        probs[..., 0] *= pixel_ring <= ring  # Not written yet: the seed, not a prediction.
-      out[index[done]] = probs[done]
+        stopped[..., 0] *= pixel_ring <= ring  # Not written yet: the seed, not a prediction.
+      out[index[done]] = stopped
       index, source, canvas = index[~done], source[~done], canvas[~done]
       if not len(index):
         break

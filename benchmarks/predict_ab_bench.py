@@ -2,7 +2,7 @@
 
     SPIRALNET_BBBC039_DIR=/path/to/bbbc039 python benchmarks/predict_ab_bench.py --fields=10 \
         --variant='whole:predict.exit_rings=[]' --variant='exit_2_3:predict.exit_rings=[2,3]' \
-        --out=benchmarks/results/early_exit_ab_cpu-2core.json
+        --out=benchmarks/results/predict_ab_cpu-2core.json
 
 Each variant is the shipped config with `section.field=JSON` overrides (`;`-separated). The first
 `fields` validation fields are normalised once; every variant predicts the first of them once

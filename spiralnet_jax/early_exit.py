@@ -14,10 +14,11 @@ it, so the unwritten pixels matter to nothing downstream either. Exact by constr
 object's pixels and probabilities are those of the whole spiral (tested); an exited region's
 central channel is zero on the pixels it did not write.
 
-Regions run in waves of a few batches: each wave starts (`Segmenter.start`), runs the steps up
-to the end of the first exit ring, drops the regions whose object is enclosed, re-batches the
-rest, and so on. What a region carries between stages is its hoisted image part and its mask
-canvas (~0.6 MB at the shipped width), so a wave stays small.
+Regions run in waves of a few batches: each wave starts (its hoisted image part and mask
+canvases: `spiral_compile.exit_fns`), runs the steps up to the end of the first exit ring,
+drops the regions whose object is enclosed, re-batches the rest, and so on. What a region
+carries between stages is its hoisted image part and its mask canvas (~0.6 MB at the shipped
+width), so a wave stays small.
 """
 
 from collections.abc import Callable, Sequence
@@ -70,7 +71,6 @@ def run(fns: tuple[StartFn, StepsFn], segmenter: segmenter_lib.Segmenter, region
   """(B, h, w, 3) probabilities of fresh (B, h, w) regions, each spiral stopped once its object
   is enclosed; channel 0 as the whole spiral's wherever `keep_connected` keeps it."""
   start_fn, steps_fn = fns
-  init_mask = segmenter.initial_mask(len(regions))
   plan = stages(segmenter, exit_rings)
   pixel_ring = spiral.pixel_rings(np.asarray(segmenter.offsets), segmenter.region_shape,
                                   segmenter.update_size)
@@ -78,8 +78,8 @@ def run(fns: tuple[StartFn, StepsFn], segmenter: segmenter_lib.Segmenter, region
   wave = batch_size * max(1, int(threads)) * WAVE_BATCHES
   for first in range(0, len(regions), wave):
     index = np.arange(first, min(first + wave, len(regions)))
-    source, canvas = continuation.map_batched(start_fn, (regions[index], init_mask[index]),
-                                              batch_size, threads)
+    source, canvas = continuation.map_batched(
+        start_fn, (regions[index], segmenter.initial_mask(len(index))), batch_size, threads)
     for begin, stop, ring in plan:
       canvas = continuation.map_batched(
           lambda s, c, b=begin, e=stop: (steps_fn(s, c, b, e),), (source, canvas),

@@ -36,6 +36,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "assembly.threshold": (0, 1, False), "assembly.merge_iou": (0, 1, False),
     "assembly.merge_containment": (0, 1.01, False), "assembly.min_size": (0, INF, True),
     "assembly.split_containment": (0, 1, False),
+    "assembly.valley_min_depth": (0, INF, False), "assembly.valley_min_distance": (1, INF, True),
+    "assembly.valley_ratio": (0, INF, False), "assembly.valley_level_percentile": (0, 100, False),
     "predict.region_batch_size": (1, INF, True), "predict.shape_bucket": (0, INF, True),
     "predict.threads": (0, INF, True),
     "predict.stride": (1, INF, True), "predict.stripe_rows": (1, INF, True),

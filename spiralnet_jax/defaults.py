@@ -124,6 +124,13 @@ def _assembly(section: ml_collections.ConfigDict) -> None:
   section.split_containers = False
   # How much of a candidate must lie inside another for the rule to count it as contained.
   section.split_containment = 0.8
+  # Split an instance where a dimmer valley than its parts' own intensity crosses it: two
+  # touching nuclei the segmenter took for one (spiralnet_jax.valleys). False = the thesis.
+  section.split_valleys = False
+  # Parts are the watershed of the instance's distance transform from maxima this deep / apart.
+  section.update(valley_min_depth=2.0, valley_min_distance=4)
+  # Parts split when their valley < valley_ratio x the lower part's level (this percentile).
+  section.update(valley_ratio=0.86, valley_level_percentile=75.0)
 
 
 def _predict(section: ml_collections.ConfigDict) -> None:

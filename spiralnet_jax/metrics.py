@@ -245,6 +245,19 @@ def instance_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
   return out
 
 
+def split_summary(instance_pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                  semantic_pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+  """The headline numbers of a split (instance F1@0.5, pooled mAP, merges, splits, recall and
+  precision@0.5, true nuclei, pixel F1) from (truth, prediction) instance and semantic pairs."""
+  inst = instance_scores(instance_pairs, thresholds=IOU_THRESHOLDS)
+  at_05 = IOU_THRESHOLDS.index(0.5)
+  return {"instance_f1_05": float(inst["f1"][at_05]), "map_pooled": float(inst["map"]),
+          "merges": int(inst["merges"]), "splits": int(inst["splits"]),
+          "recall_05": float(inst["recall"][at_05]),
+          "precision_05": float(inst["precision"][at_05]), "n_true": int(inst["n_true"]),
+          "pixel_f1": float(pixel_scores(semantic_pairs)["f1"])}
+
+
 # --- scorer quality (Stage 1) ---------------------------------------------------------------------
 
 

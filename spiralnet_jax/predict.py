@@ -14,7 +14,7 @@ of the image (the image, the outputs, and the sparse thresholded claims assembly
    (`assembly.claims`); then the pieces are dropped. Under `predict.lobes` the chunk's
    candidates with two or more lobes get a region on each lobe (`spiralnet_jax.seeding`),
    segmented and followed the same way. `predict.chunks_in_flight` chunks run at once.
-3. Assembly runs once, on all claims.
+3. Assembly runs once, on all claims; then `assembly.split_valleys` (`spiralnet_jax.valleys`).
 
 Streaming is exact, not an approximation: object ids are the global raster indices of the
 selected regions, as in whole-image prediction; everything continuation does is per object, and
@@ -59,6 +59,7 @@ from spiralnet_jax import seeding
 from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import spiral_compile
 from spiralnet_jax import stages
+from spiralnet_jax import valleys
 
 # progress(done, total): called as prediction advances (regions, or U-Net tiles).
 Progress = Callable[[int, int], None]
@@ -381,11 +382,10 @@ def predict_prepared(predictor: Predictor, image: np.ndarray,
                              diameter, predictor.config.data.nucleus_diameter)
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
     return empty_masks(image.shape)
-  cfg = predictor.config.assembly
-  shape = image.shape
-  claimed = predict_claims(predictor, image, progress)
-  del image  # Assembly is the memory peak of big images: let go of what we can.
-  return assembly.assemble_claims_from_config(claimed, shape, cfg)
+  # The claims are freed once assembled (no name holds them): the valley split runs without.
+  semantic, instances = assembly.assemble_claims_from_config(
+      predict_claims(predictor, image, progress), image.shape, predictor.config.assembly)
+  return semantic, valleys.split_from_config(instances, image, predictor.config.assembly)
 
 
 def predict_instances(predictor: Predictor, image: Any,

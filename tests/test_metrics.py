@@ -368,3 +368,16 @@ def test_counterpart_ious_by_hand():
   np.testing.assert_allclose(metrics.counterpart_ious(want, got), [4 / 6, 0.0])
   got[2:, 3:] = 5
   np.testing.assert_allclose(metrics.counterpart_ious(want, got), [4 / 6, 1.0])
+
+
+def test_split_summary_pools_a_merger_and_a_match_by_hand():
+  merged_true, merged_pred = np.array([[1, 1, 0, 2, 2]]), np.ones((1, 5), np.int32)
+  match = np.array([[1, 1]])
+  # The merger (IoU 2/5 with each nucleus) is one false positive, two misses and one merge;
+  # the match is a TP at every IoU threshold: pooled TP 1, FP 1, FN 2.
+  summary = metrics.split_summary([(merged_true, merged_pred), (match, match)],
+                                  [(merged_true > 0, merged_pred > 0), (match > 0, match > 0)])
+  assert summary == {"instance_f1_05": pytest.approx(2 / 5), "map_pooled": pytest.approx(1 / 4),
+                     "merges": 1, "splits": 0, "recall_05": pytest.approx(1 / 3),
+                     "precision_05": pytest.approx(1 / 2), "n_true": 3,
+                     "pixel_f1": pytest.approx(12 / 13)}  # Pixels: TP 6, FP 1, FN 0.

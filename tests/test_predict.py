@@ -22,6 +22,7 @@ from spiralnet_jax import segmenter as segmenter_lib
 from spiralnet_jax import stages
 from spiralnet_jax import train_state
 from spiralnet_jax import unet_predict
+from spiralnet_jax import valleys
 
 
 def _config(features=4, batch=4):
@@ -283,6 +284,7 @@ def test_streamed_prediction_with_peaks_and_lobes_equals_whole_image_prediction(
   config.predict.lobes = True
   config.predict.lobe_max_solidity = 1.0  # Every two-lobed candidate: lobes on this small crop.
   config.assembly.split_containers = True
+  config.assembly.split_valleys = False  # Streaming is about the claims; valleys come after.
   config.predict.region_batch_size = 1  # Slot 0 always: bit-identical paths (see below).
   config.predict.chunk_regions = 6
   config.predict.stripe_rows = 4
@@ -299,6 +301,22 @@ def test_streamed_prediction_with_peaks_and_lobes_equals_whole_image_prediction(
   assert want_instances.max() > 5
   np.testing.assert_array_equal(semantic, want_semantic)
   np.testing.assert_array_equal(instances, want_instances)
+
+
+def test_split_valleys_splits_the_assembled_instances_along_the_prepared_image():
+  shipped = predict.Predictor.pretrained()
+  image = data_lib.load_split("test", data_lib.sample_dir())[0].image  # A whole field.
+  outputs = {}
+  for enabled in (False, True):
+    config = shipped.config.copy_and_resolve_references()
+    # A high ratio, so that this crop surely has instances to split.
+    config.assembly.update(split_valleys=enabled, valley_ratio=0.95)
+    outputs[enabled] = predict.predict(dataclasses.replace(shipped, config=config), image)
+  prepared = predict.prepare_image(image, predict.percentiles(shipped.config))
+  want = valleys.split_instances(outputs[False][1], prepared, 4, 2.0, 0.95, 75.0, 15)
+  assert want.max() > outputs[False][1].max()  # Something was split.
+  np.testing.assert_array_equal(outputs[True][1], want)
+  np.testing.assert_array_equal(outputs[True][0], outputs[False][0])  # Semantic untouched.
 
 
 def test_lobe_objects_are_followed_over_region_edges_only_under_follow_lobes():

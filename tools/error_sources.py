@@ -8,6 +8,8 @@ A true nucleus is correct when a predicted instance matches it at IoU ≥ 0.5. O
 is "merged" (a prediction overlapping it by IoU > 0.1 also overlaps another true nucleus),
 "split" (≥ 2 predictions overlap it by IoU > 0.1), "missed" (no prediction overlaps it) or
 "poor_iou". Its cause is the first that applies:
+  valleys             assembly's instances matched it, the valley split (assembly.split_valleys,
+                      spiralnet_jax.valleys) broke it;
   no_region           no region of the prediction grid has it as its (label) central object
                       (under predict.seeds = "peaks": no seed's region has; this then
                       includes the scorer missing it);
@@ -40,6 +42,7 @@ from spiralnet_jax import predict
 from spiralnet_jax import pretrained
 from spiralnet_jax import regions as regions_lib
 from spiralnet_jax import scorer as scorer_lib
+from spiralnet_jax import valleys
 
 _WEIGHTS = flags.DEFINE_string("weights", str(pretrained.weights_dir()),
                                "Exported weights directory or train.py workdir.")
@@ -49,8 +52,8 @@ _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "config overrides, e.g. assembly.split_containers=1")
 _SMALL = flags.DEFINE_integer("small_area", 50, "True nuclei under this many px count as small.")
 
-CAUSES = ("no_region", "scorer_threshold", "size_filter", "assembly", "segmenter_neighbour",
-          "continuation", "segmenter_other")
+CAUSES = ("valleys", "no_region", "scorer_threshold", "size_filter", "assembly",
+          "segmenter_neighbour", "continuation", "segmenter_other")
 
 
 def _pair_iou(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,10 +100,14 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
   pieces = predict.predict_pieces(predictor, image)
   claimed = assembly.claims(pieces, labels.shape, float(config.assembly.threshold))
   # The final instances from the same pieces (what predict.predict streams), not a second pass.
-  _, final = assembly.assemble_claims_from_config(claimed, labels.shape, config.assembly)
+  _, assembled = assembly.assemble_claims_from_config(claimed, labels.shape, config.assembly)
+  final = valleys.split_from_config(assembled, prepared, config.assembly)
   n_true, n_pred = int(labels.max(initial=0)), int(final.max(initial=0))
   iou, _ = _pair_iou(labels.ravel(), final.ravel(), n_true, n_pred)
   iou = iou[1:, 1:]
+  # Nuclei that assembly got right and the valley split (assembly.split_valleys) then broke.
+  right_before = (_pair_iou(labels.ravel(), assembled.ravel(), n_true,
+                            int(assembled.max(initial=0)))[0][1:, 1:] >= 0.5).any(axis=1)
   # Lobe regions' objects (predict.lobes) have ids past the selected ones: candidates too.
   num_objects = max(len(selected), int(pieces.object_ids.max(initial=-1)) + 1)
   cand_iou, cand_area = _candidate_iou(labels, claimed, num_objects)
@@ -118,9 +125,10 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
       kind = "merged"
     else:
       kind = "missed" if hits.size == 0 else "poor_iou"
-    errors.append((kind, _cause(n + 1, labels, central, selected, cand_iou[n], cand_iou,
-                                cand_area, first_origin, geom, int(config.assembly.min_size)),
-                   int(true_area[n + 1])))
+    cause = "valleys" if right_before[n] else _cause(
+        n + 1, labels, central, selected, cand_iou[n], cand_iou, cand_area, first_origin, geom,
+        int(config.assembly.min_size))
+    errors.append((kind, cause, int(true_area[n + 1])))
   return errors
 
 

@@ -6,9 +6,10 @@
         --out=results/bbbc039-cpu-recipe/seeding/assembly_sweep_validation.json
 
 Each field is predicted once (the shipped weights and config, plus `--set` overrides) down to its
-claims, which is all assembly reads; then every combination of the `--grid` values is
-assembled from those claims and scored over the split: instance F1@0.5, pooled mAP, merges,
-splits, recall@0.5, pixel F1. So the rows differ by assembly alone. Prints and writes JSON
+claims, which is all assembly reads (with the prepared image, which `assembly.split_valleys`
+reads); then every combination of the `--grid` values is assembled from those claims and
+scored over the split: instance F1@0.5, pooled mAP, merges, splits, recall@0.5, pixel F1. So
+the rows differ by assembly alone. Prints and writes JSON
 (and a markdown table beside it) with commit and device. Choose on validation.
 """
 
@@ -27,6 +28,7 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import predict
 from spiralnet_jax import pretrained
+from spiralnet_jax import valleys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -40,12 +42,9 @@ _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 
 
 def scores(pairs: list, semantic_pairs: list) -> dict:
-  """The split's instance and pixel scores of (truth, prediction) pairs."""
-  inst, pixel = metrics.instance_scores(pairs), metrics.pixel_scores(semantic_pairs)
-  return {"instance_f1_05": round(float(inst["f1"][0]), 4),
-          "map_pooled": round(float(inst["map"]), 4), "merges": int(inst["merges"]),
-          "splits": int(inst["splits"]), "recall_05": round(float(inst["recall"][0]), 4),
-          "pixel_f1": round(float(pixel["f1"]), 4)}
+  """The split's headline scores of (truth, prediction) pairs, to 4 decimals."""
+  summary = metrics.split_summary(pairs, semantic_pairs)
+  return {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
 
 
 def combinations(grid: list[str]) -> list[dict]:
@@ -66,15 +65,16 @@ def main(argv):
   claimed = []
   for ex in examples:
     image = predict.prepare_image(ex.image, predict.percentiles(base.config))
-    claimed.append((predict.predict_claims(base, image), image.shape))
+    claimed.append((predict.predict_claims(base, image), image))
   rows = []
   for combo in combinations(_GRID.value):
     cfg = base.config.assembly.copy_and_resolve_references()
     for field, value in combo.items():
       cfg[field] = value
     pairs, semantic = [], []
-    for ex, (claims, shape) in zip(examples, claimed):
-      sem, inst = assembly.assemble_claims_from_config(claims, shape, cfg)
+    for ex, (claims, image) in zip(examples, claimed):
+      sem, inst = assembly.assemble_claims_from_config(claims, image.shape, cfg)
+      inst = valleys.split_from_config(inst, image, cfg)
       pairs.append((ex.labels, inst))
       semantic.append((ex.labels != 0, sem))
     rows.append({"assembly": combo, **scores(pairs, semantic)})

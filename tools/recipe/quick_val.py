@@ -43,13 +43,11 @@ def main(argv):
     semantic, instances = predict.predict(predictor, ex.image)
     seconds.append(time.perf_counter() - start)
     pairs.append((ex.labels, instances, semantic))
-  pixel = metrics.pixel_scores((true > 0, sem) for true, _, sem in pairs)
-  inst = metrics.instance_scores((true, pred) for true, pred, _ in pairs)
   out = {
       "workdir": str(workdir), "split": _SPLIT.value, "fields": [ex.name for ex in examples],
-      "commit": bench_common.git_commit(), "pixel_f1": float(pixel["f1"]),
-      "instance_f1_05": float(inst["f1"][0]), "map_pooled": inst["map"],
-      "merges": inst["merges"], "splits": inst["splits"], "n_true": int(inst["n_true"]),
+      "commit": bench_common.git_commit(),
+      **metrics.split_summary([(true, pred) for true, pred, _ in pairs],
+                              [(true > 0, sem) for true, _, sem in pairs]),
       "seconds_per_field_median": float(np.median(seconds)),
   }
   text = json.dumps(out, indent=1)

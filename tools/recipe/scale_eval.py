@@ -58,12 +58,8 @@ def run_factor(predictor: predict.Predictor, examples, factor: float) -> dict:
     seconds.append(time.perf_counter() - start)
     pairs.append((labels, inst))
     semantic.append((labels > 0, sem))
-  inst = metrics.instance_scores(pairs)
   return {"factor": factor, "diameter": diameter, "shape": list(image.shape),
-          "instance_f1_05": float(inst["f1"][0]), "map_pooled": float(inst["map"]),
-          "merges": int(inst["merges"]), "splits": int(inst["splits"]),
-          "recall_05": float(inst["recall"][0]), "n_true": int(inst["n_true"]),
-          "pixel_f1": float(metrics.pixel_scores(semantic)["f1"]),
+          **metrics.split_summary(pairs, semantic),
           "seconds_per_field_median": float(np.median(seconds))}
 
 

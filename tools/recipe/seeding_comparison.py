@@ -4,9 +4,10 @@
         --split=validation --out=results/bbbc039-cpu-recipe/seeding/validation.json
 
 Seedings (`predict.seeds`, `predict.lobes`): the thesis grid; score-map peaks; peaks plus lobe
-regions. Assembly: today's (merge by IoU / containment) or with `assembly.split_containers`.
-Each seeding's claims are predicted once per field and assembled under both rules (what
-`predict.predict` does, in two calls), so a row's seconds are its claims plus its assembly.
+regions. Assembly: today's (merge by IoU / containment), with `assembly.split_containers`,
+with `assembly.split_valleys` (spiralnet_jax.valleys), or with both. Each seeding's claims are
+predicted once per field and assembled under every rule (what `predict.predict` does, in two
+calls), so a row's seconds are its claims plus its assembly (and valley split).
 Prints and writes JSON (one entry per path: instance F1@0.5, pooled mAP, merges, splits,
 recall@0.5, pixel F1, median seconds per field) with commit, device and versions.
 Choose on validation; run the test split once, for the chosen path.
@@ -29,6 +30,7 @@ from spiralnet_jax import data as data_lib
 from spiralnet_jax import metrics
 from spiralnet_jax import predict
 from spiralnet_jax import pretrained
+from spiralnet_jax import valleys
 
 # The benchmarks' commit stamp (HEAD, "+dirty" with uncommitted changes).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -51,22 +53,19 @@ SEEDINGS = {"grid": {"seeds": "grid", "lobes": False},
 
 
 def _scores(pairs, semantic_pairs, seconds) -> dict:
-  inst = metrics.instance_scores(pairs)
-  pixel = metrics.pixel_scores(semantic_pairs)
-  return {"instance_f1_05": float(inst["f1"][0]), "map_pooled": float(inst["map"]),
-          "merges": int(inst["merges"]), "splits": int(inst["splits"]),
-          "recall_05": float(inst["recall"][0]), "precision_05": float(inst["precision"][0]),
-          "pixel_f1": float(pixel["f1"]), "seconds_per_field_median": float(np.median(seconds)),
-          "n_true": int(inst["n_true"])}
+  return {**metrics.split_summary(pairs, semantic_pairs),
+          "seconds_per_field_median": float(np.median(seconds))}
 
 
 def run_seeding(base: predict.Predictor, seeding: str, examples, split_containment: float):
-  """{path name: scores} for one seeding under today's assembly and the split rule."""
+  """{path name: scores} for one seeding under today's assembly and each split rule."""
   config = base.config.copy_and_resolve_references()
   for key, value in SEEDINGS[seeding].items():
     config.predict[key] = value
   predictor = predict.Predictor.from_params(config, base.scorer_params, base.segmenter_params)
-  rules = {"": False, "+split": True}
+  # (split_containers, split_valleys) of each assembly rule.
+  rules = {"": (False, False), "+split": (True, False), "+valleys": (False, True),
+           "+split+valleys": (True, True)}
   pairs = {r: [] for r in rules}
   semantic = {r: [] for r in rules}
   seconds = {r: [] for r in rules}
@@ -75,11 +74,13 @@ def run_seeding(base: predict.Predictor, seeding: str, examples, split_containme
     image = predict.prepare_image(ex.image, predict.percentiles(config))
     claimed = predict.predict_claims(predictor, image)
     claim_seconds = time.perf_counter() - start
-    for rule, split in rules.items():
+    for rule, (split, split_valleys) in rules.items():
       cfg = config.assembly.copy_and_resolve_references()
       cfg.split_containers, cfg.split_containment = split, split_containment
+      cfg.split_valleys = split_valleys
       start = time.perf_counter()
       sem, inst = assembly.assemble_claims_from_config(claimed, image.shape, cfg)
+      inst = valleys.split_from_config(inst, image, cfg)
       seconds[rule].append(claim_seconds + time.perf_counter() - start)
       pairs[rule].append((ex.labels, inst))
       semantic[rule].append((ex.labels != 0, sem))

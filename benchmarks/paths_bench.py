@@ -6,7 +6,8 @@
 The first `fields` BBBC039 test fields (520×696), one process, same run, with the shipped model:
   * thesis: the thesis' method (grid seeds at stride 16, every region all 56 spiral steps with
     the `full_fov` step, the thesis' merge rule), the shipped weights;
-  * default: the shipped config (score-map peak seeds, lobe regions, the split rule, `cropped`);
+  * default: the shipped config (score-map peak seeds, lobe regions, the split rule, the valley
+    split, `cropped`);
   * unet: the U-Net baseline at the config's width (random weights: its time does not depend
     on them); otsu_watershed: the classical baseline.
 Each path runs once over a warm-up field (compilation), then over every field, timed per field;
@@ -63,6 +64,7 @@ def _models(shipped: predict.Predictor) -> dict[str, models.Model]:
   thesis = shipped.config.copy_and_resolve_references()
   thesis.predict.seeds, thesis.predict.lobes = "grid", False
   thesis.assembly.split_containers, thesis.segmenter.step = False, "full_fov"
+  thesis.assembly.split_valleys = False
   thesis.continuation.max_moves = 4  # The SPEC's; the shipped config follows 2 moves.
   config = shipped.config
   net = unet_lib.UNet(base_features=int(config.unet.base_features), depth=int(config.unet.depth))

@@ -315,9 +315,7 @@ def predict_pieces(predictor: Predictor, image: Any) -> continuation.Pieces:
                             _max_moves(predictor.config))
   claimed = assembly.claims(pieces, image.shape, float(predictor.config.assembly.threshold))
   lobes = _lobe_pieces(predictor, image, claimed, len(origins))
-  if lobes is None:
-    return pieces
-  return continuation.Pieces(*(np.concatenate(field) for field in zip(pieces, lobes)))
+  return pieces if lobes is None else continuation.Pieces(*map(np.concatenate, zip(pieces, lobes)))
 
 
 def _chunk_claims(predictor: Predictor, image: np.ndarray, origins: np.ndarray, start: int,
@@ -382,10 +380,12 @@ def predict_prepared(predictor: Predictor, image: np.ndarray,
                              diameter, predictor.config.data.nucleus_diameter)
   if not image.any():  # Normalised constant image: no contrast, no nuclei.
     return empty_masks(image.shape)
-  # The claims are freed once assembled (no name holds them): the valley split runs without.
-  semantic, instances = assembly.assemble_claims_from_config(
-      predict_claims(predictor, image, progress), image.shape, predictor.config.assembly)
-  return semantic, valleys.split_from_config(instances, image, predictor.config.assembly)
+  cfg = predictor.config.assembly
+  claimed = [predict_claims(predictor, image, progress)]  # Popped: freed once assembled.
+  # Freed before assembly (the memory peak): the float32 image; kept: a float16 copy (valleys).
+  shape, image = image.shape, valleys.kept_image(image, cfg)
+  semantic, instances = assembly.assemble_claims_from_config(claimed.pop(), shape, cfg)
+  return semantic, valleys.split_from_config(instances, image, cfg)
 
 
 def predict_instances(predictor: Predictor, image: Any,

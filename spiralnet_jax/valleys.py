@@ -27,6 +27,11 @@ import scipy.sparse.csgraph
 import skimage.feature
 import skimage.segmentation
 
+# The precision the rule reads a prepared [0, 1] image at: float16 (11 significant bits) gave
+# the same instances as float32 on all 100 BBBC039 validation and test fields (session 11), and
+# a float16 copy is what prediction holds through assembly (`kept_image`).
+INTENSITY_DTYPE = np.float16
+
 
 def _parts(mask: np.ndarray, min_distance: int, min_depth: float) -> np.ndarray:
   """int labels (mask.shape): the watershed parts of `mask`'s distance transform, 0 outside."""
@@ -125,11 +130,22 @@ def split_instances(instances: np.ndarray, intensity: np.ndarray, min_distance: 
   return raster_relabel(out) if split_any else out
 
 
+def kept_image(image: np.ndarray, config: Any) -> np.ndarray | None:
+  """What `split_from_config` will read of a prepared image (None when the rule is off).
+
+  Prediction holds it through assembly, the memory peak of big images, so it is kept at the
+  precision the rule reads anyway (INTENSITY_DTYPE): half of float32.
+  """
+  return np.asarray(image, INTENSITY_DTYPE) if bool(config.split_valleys) else None
+
+
 def split_from_config(instances: np.ndarray, intensity: np.ndarray | None,
                       config: Any) -> np.ndarray:
-  """`split_instances` with its numbers from `config.assembly`; unchanged when it is off."""
+  """`split_instances` with its numbers from `config.assembly` (the assembly section), the
+  intensity read as INTENSITY_DTYPE; `instances` unchanged when the rule is off."""
   if not bool(config.split_valleys):
     return instances
-  return split_instances(instances, intensity, int(config.valley_min_distance),
-                         float(config.valley_min_depth), float(config.valley_ratio),
-                         float(config.valley_level_percentile), int(config.min_size))
+  return split_instances(instances, np.asarray(intensity, INTENSITY_DTYPE),
+                         int(config.valley_min_distance), float(config.valley_min_depth),
+                         float(config.valley_ratio), float(config.valley_level_percentile),
+                         int(config.min_size))

@@ -313,7 +313,8 @@ def test_split_valleys_splits_the_assembled_instances_along_the_prepared_image()
     config.assembly.update(split_valleys=enabled, valley_ratio=0.95)
     outputs[enabled] = predict.predict(dataclasses.replace(shipped, config=config), image)
   prepared = predict.prepare_image(image, predict.percentiles(shipped.config))
-  want = valleys.split_instances(outputs[False][1], prepared, 4, 2.0, 0.95, 75.0, 15)
+  want = valleys.split_instances(outputs[False][1], prepared.astype(valleys.INTENSITY_DTYPE),
+                                 4, 2.0, 0.95, 75.0, 15)
   assert want.max() > outputs[False][1].max()  # Something was split.
   np.testing.assert_array_equal(outputs[True][1], want)
   np.testing.assert_array_equal(outputs[True][0], outputs[False][0])  # Semantic untouched.

@@ -4,7 +4,8 @@
         --variant='whole:predict.exit_rings=[]' --variant='exit_2_3:predict.exit_rings=[2,3]' \
         --out=benchmarks/results/predict_ab_cpu-2core.json
 
-Each variant is the shipped config with `section.field=JSON` overrides (`;`-separated). The first
+Each variant is the shipped config with `section.field=JSON` overrides (`;`-separated), or, named
+`name@DIR`, the weights exported in DIR with their own config and the overrides. The first
 `fields` validation fields are normalised once; every variant predicts the first of them once
 (compilation), then every field in turn, variant after variant, `repeats` times, so drifts in
 the machine's speed fall on all variants alike. Reports per variant the median seconds per
@@ -38,8 +39,11 @@ _OUT = flags.DEFINE_string("out", "", "JSON output path (default: print only).")
 
 
 def variant(base: predict.Predictor, spec: str) -> tuple[str, predict.Predictor]:
-  """(name, the predictor under the overrides of `spec`)."""
+  """(name, the predictor under the overrides of `spec`; `name@weights_dir`: other weights)."""
   name, _, overrides = spec.partition(":")
+  name, _, weights = name.partition("@")
+  if weights:
+    base = predict.Predictor.from_weights(weights)
   config = base.config.copy_and_resolve_references()
   for item in filter(None, overrides.split(";")):
     bench_common.override(config, item)

@@ -233,16 +233,21 @@ def assemble_claims(claimed: Claims, image_shape: tuple[int, int], merge_iou: fl
     winner = _winners(pixel, group, prob, num_pixels)
   del pixel, group, prob
 
-  # Consecutive ids, ordered by each instance's first pixel in raster order.
-  won_pixel = np.flatnonzero(winner >= 0)
-  won_group = winner[won_pixel]
+  instances = raster_ids(winner, -1)  # Reused in place: one image-sized int32 array fewer.
+  return semantic.reshape(height, width), instances.reshape(height, width)
+
+
+def raster_ids(labels: np.ndarray, background: int) -> np.ndarray:
+  """Renumbers a flat int32 label array in place and returns it: each label becomes 1..N in
+  raster order of its first pixel, `background` becomes 0 (the instance ids' convention)."""
+  won_pixel = np.flatnonzero(labels != background)
+  won_group = labels[won_pixel]
   groups, first_index = np.unique(won_group, return_index=True)
   ids = np.empty(groups.size, np.int32)
   ids[np.argsort(first_index, kind="stable")] = np.arange(1, groups.size + 1, dtype=np.int32)
-  instances = winner  # Reused: one image-sized int32 array fewer.
-  instances[:] = 0
-  instances[won_pixel] = ids[np.searchsorted(groups, won_group)]
-  return semantic.reshape(height, width), instances.reshape(height, width)
+  labels[:] = 0
+  labels[won_pixel] = ids[np.searchsorted(groups, won_group)]
+  return labels
 
 
 def assemble(pieces: continuation.Pieces, image_shape: tuple[int, int], threshold: float,

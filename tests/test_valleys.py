@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from spiralnet_jax import assembly
 from spiralnet_jax import defaults
 from spiralnet_jax import valleys
 
@@ -84,10 +85,13 @@ def test_other_instances_keep_their_pixels_and_ids_follow_raster_order():
   np.testing.assert_array_equal(out > 0, labels > 0)
 
 
-def test_raster_relabel_numbers_by_first_pixel():
+def test_raster_ids_number_by_first_pixel_in_place():
   labels = np.array([[0, 7, 7], [3, 0, 9], [3, 9, 0]], np.int32)
-  np.testing.assert_array_equal(valleys.raster_relabel(labels),
-                                [[0, 1, 1], [2, 0, 3], [2, 3, 0]])
+  flat = labels.reshape(-1)
+  assert assembly.raster_ids(flat, 0) is flat
+  np.testing.assert_array_equal(labels, [[0, 1, 1], [2, 0, 3], [2, 3, 0]])
+  groups = np.array([-1, 4, 4, 0, -1], np.int32)  # Assembly's groups: -1 is background.
+  np.testing.assert_array_equal(assembly.raster_ids(groups, -1), [0, 1, 1, 2, 0])
 
 
 def test_valley_pairs_average_the_brighter_pixel_of_each_border_pair():

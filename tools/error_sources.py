@@ -106,8 +106,9 @@ def attribute_field(predictor: predict.Predictor, image: np.ndarray,
   iou, _ = _pair_iou(labels.ravel(), final.ravel(), n_true, n_pred)
   iou = iou[1:, 1:]
   # Nuclei that assembly got right and the valley split (assembly.split_valleys) then broke.
-  right_before = (_pair_iou(labels.ravel(), assembled.ravel(), n_true,
-                            int(assembled.max(initial=0)))[0][1:, 1:] >= 0.5).any(axis=1)
+  before = iou if final is assembled else _pair_iou(
+      labels.ravel(), assembled.ravel(), n_true, int(assembled.max(initial=0)))[0][1:, 1:]
+  right_before = (before >= 0.5).any(axis=1)
   # Lobe regions' objects (predict.lobes) have ids past the selected ones: candidates too.
   num_objects = max(len(selected), int(pieces.object_ids.max(initial=-1)) + 1)
   cand_iou, cand_area = _candidate_iou(labels, claimed, num_objects)
